@@ -1,0 +1,52 @@
+r"""TGT student on UCI digits (the local default).
+
+A small CNN student sees 5 labelled images per class of the digits train split;
+the teacher (conv VAE + CNN labeler, trained by tgt_jax on the whole train split
+and cached in WORKDIR/teacher, see digits_teacher.py) explores around them.
+
+Command (2 CPU cores):
+  python -m tgt_jax.main --config=configs/digits.py --workdir=/tmp/tgt_digits
+Variants: --config=configs/digits.py:runlocal (a few steps, smoke test);
+  --config.tgt.method=ce|kd|tgt_random|tgt_prior|tgt_gradient|tgt_gradient_input;
+  --config.data.labels_per_class=10; --config.data.labels_per_class=0 --config.data.imbalance=50.
+
+Measured: see the results table in README.md (filled in from real runs).
+"""
+
+import ml_collections
+
+from tgt_jax import configlib
+
+
+def get_config(arg=None):
+  arg = configlib.parse_arg(arg, runlocal=False, method="tgt_random")
+  config = ml_collections.ConfigDict()
+  config.job = "student"
+  config.seed = 0
+
+  config.data = ml_collections.ConfigDict(dict(
+      name="digits",
+      labels_per_class=5,       # 0 → use `imbalance` (or the whole train split if both are 0)
+      imbalance=0.0,            # ρ: head/tail class-size ratio of a long-tailed subset
+      head_count=0,             # long-tail head class size; 0 → the smallest class's size
+  ))
+  config.student = ml_collections.ConfigDict(dict(model="cnn_small"))
+  config.teacher = configlib.digits_teacher(arg.runlocal)
+  config.tgt = configlib.tgt_defaults(arg.method)
+
+  config.batch_size = 64          # global; must divide by the device count
+  config.eval_batch_size = 128
+  config.num_train_steps = 2000
+  config.optimizer = ml_collections.ConfigDict(dict(
+      name="adam", learning_rate=3e-3, warmup_steps=100, weight_decay=0.0))
+
+  config.log_every = 100
+  config.eval_every = 500
+  config.checkpoint_every = 500
+  config.keep_checkpoints = 3
+  config.grid_examples = 16       # columns of the real | decoded | explored grid
+
+  if arg.runlocal:
+    config.num_train_steps = 6
+    config.log_every = config.eval_every = config.checkpoint_every = 3
+  return config

@@ -1,0 +1,1 @@
+"""Teacher Guided Training (TGT) in JAX/Flax."""

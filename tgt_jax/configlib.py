@@ -1,0 +1,60 @@
+"""Building blocks of the configs in configs/, and parsing of their string argument.
+
+They live in the package (not in configs/) so that a config file loads the same
+way from any working directory.
+"""
+
+import ml_collections
+
+
+def parse_arg(arg, **defaults):
+  """'runlocal,method=kd' → ConfigDict(runlocal=True, method='kd', ...) (big_vision style).
+
+  Values take the type of their default; unknown keys are an error naming them.
+  """
+  out = ml_collections.ConfigDict(defaults)
+  for item in filter(None, (arg or "").split(",")):
+    key, sep, value = item.partition("=")
+    if key not in defaults:
+      raise ValueError(f"Unknown config argument {key!r} in {arg!r}; known: {sorted(defaults)}.")
+    default = defaults[key]
+    if not sep:
+      value = True
+    elif isinstance(default, bool):
+      value = value.lower() in ("1", "true", "yes")
+    else:
+      value = type(default)(value)
+    out[key] = value
+  return out
+
+
+def digits_teacher(runlocal=False):
+  """The digits teacher: a conv VAE (E, G) and a CNN labeler (T), trained by tgt_jax.
+
+  DESIGN §3.1: a fixed-variance Gaussian likelihood (σ=0.1), β=1 after a short
+  KL warm-up and a 16-d latent keep every latent dimension active.
+  """
+  t = ml_collections.ConfigDict()
+  t.dir = ""                      # "" → WORKDIR/teacher
+  t.train_if_missing = True
+  t.generator = "conv_vae"
+  t.labeler = "cnn_labeler"
+  t.latent_dim = 16
+  t.pixel_sigma = 0.1
+  t.beta = 1.0
+  t.kl_warmup_steps = 500
+  t.generator_steps = 4000
+  t.labeler_steps = 2000
+  t.batch_size = 64
+  t.learning_rate = 1e-3
+  t.seed = 0
+  if runlocal:
+    t.generator_steps, t.labeler_steps, t.kl_warmup_steps = 40, 40, 10
+  return t
+
+
+def tgt_defaults(method="tgt_random"):
+  """The TGT step's hyper-parameters (see tgt.TGTConfig for their meaning)."""
+  return ml_collections.ConfigDict(dict(
+      method=method, sigma=1.0, eta=1.0, steps=1, epsilon=float("inf"), num_samples=1,
+      alpha=1.0, lam=1.0, temperature=1.0, ce_weight=1.0))

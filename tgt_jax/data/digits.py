@@ -1,0 +1,61 @@
+"""UCI handwritten digits from scikit-learn's bundled copy (no network).
+
+1,797 8×8 grey images, 10 classes, pixels scaled to [0, 1]. The split into
+train / validation / test is stratified and fixed (it does not depend on the
+run's seed), so every run, method and seed is evaluated on the same test set.
+The teacher trains on `train`; students see subsets of `train` (see subsets.py);
+hyper-parameters are chosen on `validation`; `test` is for reporting only.
+"""
+
+import dataclasses
+
+import numpy as np
+
+NUM_CLASSES = 10
+IMAGE_SHAPE = (8, 8, 1)
+PIXEL_RANGE = (0.0, 1.0)
+SPLIT_SEED = 20220812              # fixed forever: changing it changes every number
+TEST_FRACTION = 0.2
+VALIDATION_FRACTION = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+  images: np.ndarray               # float32 [N, 8, 8, 1] in PIXEL_RANGE
+  labels: np.ndarray               # int32 [N]
+  indices: np.ndarray              # int64 [N] rows of the original 1,797-image array
+
+  def __len__(self):
+    return len(self.labels)
+
+  def take(self, rows):
+    return Split(self.images[rows], self.labels[rows], self.indices[rows])
+
+
+def _load_raw():
+  from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
+  digits = load_digits()
+  images = (digits.images.astype(np.float32) / 16.0)[..., None]
+  return images, digits.target.astype(np.int32)
+
+
+def stratified_split_rows(labels, fractions, seed):
+  """Rows of each part, per class in proportion to `fractions` (sum ≤ 1; the rest is the last part)."""
+  rng = np.random.default_rng(seed)
+  parts = [[] for _ in range(len(fractions) + 1)]
+  for c in np.unique(labels):
+    rows = rng.permutation(np.flatnonzero(labels == c))
+    cuts = np.cumsum([int(round(f * len(rows))) for f in fractions])
+    for part, chunk in zip(parts, np.split(rows, cuts)):
+      part.append(chunk)
+  return [np.sort(np.concatenate(p)) for p in parts]
+
+
+def load_splits():
+  """{'train', 'validation', 'test'} → Split, disjoint and covering all 1,797 images."""
+  images, labels = _load_raw()
+  test, validation, train = stratified_split_rows(
+      labels, [TEST_FRACTION, VALIDATION_FRACTION], SPLIT_SEED)
+  every = np.arange(len(labels))
+  return {name: Split(images[rows], labels[rows], every[rows])
+          for name, rows in (("train", train), ("validation", validation), ("test", test))}

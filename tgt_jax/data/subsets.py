@@ -1,0 +1,84 @@
+"""The student's labelled set: k labels per class, or a long-tailed subset.
+
+Both are drawn from the train split only, from a seed, so the seed varies the
+subset as the benchmark protocol asks (DESIGN §4).
+"""
+
+import numpy as np
+
+
+def per_class_counts_long_tail(available, imbalance, head_count=None):
+  """Class sizes decaying geometrically from class 0 (head) to class C-1 (tail).
+
+  n_c = round(n_head · imbalance^(-c/(C-1))), so n_0 / n_{C-1} = imbalance
+  (up to rounding, and at least 1 example per class).
+  """
+  available = np.asarray(available)
+  num_classes = len(available)
+  if imbalance < 1:
+    raise ValueError(f"imbalance must be >= 1 (head/tail size ratio), got {imbalance}.")
+  if head_count is None:
+    head_count = int(available.min())
+  if head_count > available.min():
+    raise ValueError(f"long-tail head_count {head_count} exceeds the smallest class's "
+                     f"{int(available.min())} training examples.")
+  decay = np.asarray(imbalance, np.float64) ** (-np.arange(num_classes) / max(num_classes - 1, 1))
+  return np.maximum(1, np.round(head_count * decay)).astype(int)
+
+
+def select_rows(labels, counts, seed):
+  """`counts[c]` rows of class c, chosen at random with `seed`; errors name the shortfall."""
+  rng = np.random.default_rng(seed)
+  rows = []
+  for c, want in enumerate(counts):
+    have = np.flatnonzero(labels == c)
+    if want > len(have):
+      raise ValueError(f"Asked for {want} labelled examples of class {c}, but the train split "
+                       f"has only {len(have)}.")
+    rows.append(rng.choice(have, size=int(want), replace=False))
+  return np.sort(np.concatenate(rows))
+
+
+def student_counts(labels, num_classes, labels_per_class=0, imbalance=0.0, head_count=None):
+  """Per-class sizes of the student's subset from the config's subset fields.
+
+  Exactly one of `labels_per_class` (> 0) and `imbalance` (>= 1) selects the
+  subset; with neither, the student sees the whole train split.
+  """
+  available = np.bincount(labels, minlength=num_classes)
+  if labels_per_class < 0:
+    raise ValueError(f"labels_per_class must be >= 0, got {labels_per_class}.")
+  if labels_per_class and imbalance:
+    raise ValueError(f"Set labels_per_class ({labels_per_class}) or imbalance ({imbalance}), "
+                     "not both.")
+  if labels_per_class:
+    if labels_per_class > available.min():
+      raise ValueError(
+          f"labels_per_class={labels_per_class} is more than exist: the smallest class "
+          f"(class {int(available.argmin())}) has {int(available.min())} training examples.")
+    return np.full(num_classes, labels_per_class)
+  if imbalance:
+    return per_class_counts_long_tail(available, imbalance, head_count)
+  return available
+
+
+def class_groups(counts):
+  """head / medium / tail class ids: the thirds of classes by training count.
+
+  Sorted by count, largest first, ties by class id; the head and the tail get
+  C//3 classes each (3 of 10 digits), the medium the rest. For balanced subsets
+  the groups fall back to class-id order: only a long tail makes them meaningful.
+  """
+  counts = np.asarray(counts)
+  order = sorted(range(len(counts)), key=lambda c: (-counts[c], c))
+  third = max(1, len(counts) // 3)
+  return {"head": sorted(order[:third]), "medium": sorted(order[third:len(counts) - third]),
+          "tail": sorted(order[len(counts) - third:])}
+
+
+def describe(labels_per_class=0, imbalance=0.0):
+  if labels_per_class:
+    return f"{labels_per_class}_per_class"
+  if imbalance:
+    return f"long_tail_{imbalance:g}"
+  return "full_train"

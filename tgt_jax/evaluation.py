@@ -1,0 +1,52 @@
+"""Evaluation on a balanced split: overall, per-class and head/medium/tail accuracy.
+
+Prediction runs on the same data mesh as training: the split is cut into
+global batches padded to full size (every process runs the same number of
+batches), and padded rows are dropped before counting.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
+
+from tgt_jax import sharding
+from tgt_jax.data import batches
+
+
+def per_class_accuracy(predictions, labels, num_classes):
+  return [float(np.mean(predictions[labels == c] == c)) if np.any(labels == c) else float("nan")
+          for c in range(num_classes)]
+
+
+def balanced_accuracy(predictions, labels, num_classes):
+  """Mean of per-class accuracies (equal to plain accuracy on a balanced split)."""
+  return float(np.nanmean(per_class_accuracy(predictions, labels, num_classes)))
+
+
+def make_predict(apply_fn, mesh):
+  return jax.jit(lambda params, images: jnp.argmax(apply_fn(params, images), -1),
+                 in_shardings=(sharding.replicated(mesh), sharding.batch_sharded(mesh)),
+                 out_shardings=sharding.batch_sharded(mesh))
+
+
+def predict(predict_fn, params, split, batch_size, mesh):
+  """Predicted class of every example of `split`, in order."""
+  local = sharding.process_rows(batch_size)
+  out = []
+  for rows, valid in batches.eval_batches(len(split), batch_size):
+    images = sharding.to_global(mesh, split.images[rows][local])
+    preds = multihost_utils.process_allgather(predict_fn(params, images), tiled=True)
+    out.append(np.asarray(preds)[valid])
+  return np.concatenate(out)
+
+
+def report(predictions, labels, num_classes, groups):
+  """The accuracy figures written to results.json."""
+  per_class = per_class_accuracy(predictions, labels, num_classes)
+  out = {"accuracy": float(np.mean(predictions == labels)),
+         "balanced_accuracy": float(np.nanmean(per_class)),
+         "per_class_accuracy": per_class}
+  for name, classes in groups.items():
+    out[f"{name}_accuracy"] = float(np.nanmean([per_class[c] for c in classes]))
+  return out

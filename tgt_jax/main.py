@@ -1,0 +1,37 @@
+"""Entry point: python -m tgt_jax.main --config=configs/digits.py --workdir=DIR."""
+
+import logging as py_logging
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Config file (path[:arg]).", lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.json.")
+flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host pods).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+class _QuietLibraries(py_logging.Filter):
+  """Keeps orbax's and JAX's per-operation INFO chatter out of the progress log."""
+
+  def filter(self, record):
+    noisy = any(f"/{lib}/" in record.pathname for lib in ("orbax", "jax", "etils"))
+    return record.levelno >= py_logging.WARNING or not noisy
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  logging.get_absl_handler().addFilter(_QuietLibraries())
+  import jax  # pylint: disable=g-import-not-at-top
+  if FLAGS.distributed:
+    jax.distributed.initialize()
+  from tgt_jax import train  # pylint: disable=g-import-not-at-top
+  logging.info("JAX: %d process(es), %d device(s): %s", jax.process_count(), jax.device_count(),
+               jax.devices()[0].platform)
+  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,99 @@
+"""The frozen generative teacher (E, G, T): save, load, and check it fits the data.
+
+On disk a teacher is a directory with `teacher.json` (model names, shapes,
+quality metrics) and `params/` (an orbax checkpoint of
+`{'generator': ..., 'labeler': ...}`). Loading rebuilds the modules from the
+JSON, restores parameters against their expected shapes, and refuses, naming
+the expected and the found value, a teacher that does not fit the data.
+"""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import orbax.checkpoint as ocp
+from etils import epath
+
+from tgt_jax import models, tgt
+
+META_FILE = "teacher.json"
+PARAMS_DIR = "params"
+
+
+def build_modules(meta):
+  """Flax modules (generator, labeler) described by teacher metadata."""
+  generator = models.generator(meta["generator"], meta["image_shape"], meta["latent_dim"],
+                               meta["pixel_range"])
+  labeler = models.classifier(meta["labeler"], meta["num_classes"])
+  return generator, labeler
+
+
+def as_functions(meta):
+  """The `tgt.Teacher` of pure functions for a teacher with metadata `meta`."""
+  generator, labeler = build_modules(meta)
+  return tgt.Teacher(
+      encode=lambda p, x: generator.apply(p["generator"], x, method=generator.encode)[0],
+      decode=lambda p, z: generator.apply(p["generator"], z, method=generator.decode),
+      label=lambda p, x: labeler.apply(p["labeler"], x),
+      latent_dim=int(meta["latent_dim"]),
+      pixel_range=tuple(meta["pixel_range"]))
+
+
+def init_params(meta, rng):
+  generator, labeler = build_modules(meta)
+  x = jnp.zeros((1, *meta["image_shape"]), jnp.float32)
+  rng_g, rng_l, rng_s = jax.random.split(rng, 3)
+  return {"generator": generator.init(rng_g, x, rng_s), "labeler": labeler.init(rng_l, x)}
+
+
+def exists(directory):
+  return epath.Path(directory, META_FILE).exists()
+
+
+def save(directory, meta, params):
+  """Writes params (orbax, synchronous) and then teacher.json, so JSON ⇒ complete."""
+  directory = epath.Path(directory)
+  directory.mkdir(parents=True, exist_ok=True)
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(directory / PARAMS_DIR, params, force=True)
+  if jax.process_index() == 0:
+    (directory / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+
+
+def read_meta(directory):
+  path = epath.Path(directory, META_FILE)
+  if not path.exists():
+    raise FileNotFoundError(
+        f"No teacher at {os.fspath(directory)!r}: {META_FILE} is missing. Train one with "
+        "--config=configs/digits_teacher.py or point config.teacher.dir at a teacher directory.")
+  return json.loads(path.read_text())
+
+
+def check_fits(meta, image_shape, num_classes, latent_dim=None, source="teacher"):
+  """Errors that name both the expected and the found value."""
+  checks = [("image shape", tuple(image_shape), tuple(meta["image_shape"])),
+            ("number of classes", int(num_classes), int(meta["num_classes"]))]
+  if latent_dim:
+    checks.append(("latent size", int(latent_dim), int(meta["latent_dim"])))
+  for what, expected, found in checks:
+    if expected != found:
+      raise ValueError(f"The {source} does not fit: the data/config expects {what} {expected}, "
+                       f"the teacher has {found}.")
+
+
+def load(directory, image_shape, num_classes, latent_dim=None):
+  """(meta, params) of the teacher in `directory`, checked against the data."""
+  meta = read_meta(directory)
+  check_fits(meta, image_shape, num_classes, latent_dim, source=f"teacher at {directory!r}")
+  abstract = jax.eval_shape(lambda: init_params(meta, jax.random.key(0)))
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract)
+  try:
+    with ocp.StandardCheckpointer() as ckptr:
+      params = ckptr.restore(epath.Path(directory) / PARAMS_DIR, abstract)
+  except (ValueError, KeyError, FileNotFoundError) as e:
+    raise ValueError(
+        f"Teacher parameters in {os.fspath(directory)!r} do not match the models named in "
+        f"{META_FILE} (generator {meta['generator']!r}, labeler {meta['labeler']!r}, "
+        f"latent {meta['latent_dim']}, image {tuple(meta['image_shape'])}): {e}") from e
+  return meta, params

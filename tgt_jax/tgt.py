@@ -1,0 +1,184 @@
+"""Teacher Guided Training: exploration around real samples and the TGT loss.
+
+The functions mirror DESIGN §1 / the paper:
+
+  z   = E(x)                                   encode
+  z'  = z + σ·ε   |   z' ~ N(0, I)             random_latents | prior_latents
+  z'  ← Π_ε(z' + η·g/‖g‖),  g = ∇ d(z')         ascend (latent or input space)
+  x'  = G(z');  p' = T(x');  p = T(x)           synthesize
+  L   = CE(y, S(x)) + α·KD_τ(p, S(x)) + λ·KD_τ(p', S(x'))      tgt_loss
+
+where d = KL(softmax(T(·)/τ) ‖ softmax(S(·)/τ)) is `losses.kl_divergence`.
+Teacher and student are passed as pure apply functions, so this module knows
+nothing about Flax, checkpoints or sharding.
+"""
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from tgt_jax import losses
+
+METHODS = ("ce", "kd", "tgt_random", "tgt_prior", "tgt_gradient", "tgt_gradient_input")
+SYNTHETIC_METHODS = METHODS[2:]
+
+
+@dataclasses.dataclass(frozen=True)
+class Teacher:
+  """The frozen generative teacher as pure functions of (params, input)."""
+  encode: Callable[[Any, jax.Array], jax.Array]     # (params, x) → z = E(x)
+  decode: Callable[[Any, jax.Array], jax.Array]     # (params, z) → x = G(z)
+  label: Callable[[Any, jax.Array], jax.Array]      # (params, x) → logits T(x)
+  latent_dim: int
+  pixel_range: tuple[float, float]
+
+
+@dataclasses.dataclass(frozen=True)
+class TGTConfig:
+  """The method's hyper-parameters (hashable: a static argument of the jitted step)."""
+  method: str = "tgt_random"
+  sigma: float = 1.0            # latent noise of TGT-random and the gradient methods' start
+  eta: float = 1.0              # length of each normalised ascent step
+  steps: int = 1                # k ascent steps
+  epsilon: float = float("inf")  # radius of the ball around the start that ascent stays in
+  num_samples: int = 1          # m synthetic samples per real one
+  alpha: float = 1.0            # weight of KD on real data
+  lam: float = 1.0              # λ, weight of KD on synthetic data
+  temperature: float = 1.0      # τ
+  ce_weight: float = 1.0        # 0 gives the label-free "teacher only" objective
+
+  def __post_init__(self):
+    if self.method not in METHODS:
+      raise ValueError(f"Unknown method {self.method!r}; choose one of {list(METHODS)}.")
+    for name in ("sigma", "eta", "steps", "alpha", "lam", "ce_weight"):
+      if getattr(self, name) < 0:
+        raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
+    if self.epsilon <= 0:
+      raise ValueError(f"epsilon (ball radius) must be > 0 (inf for no ball), got {self.epsilon}.")
+    if self.num_samples < 1:
+      raise ValueError(f"num_samples (m) must be >= 1, got {self.num_samples}.")
+    if self.temperature <= 0:
+      raise ValueError(f"temperature must be > 0, got {self.temperature}.")
+
+  @property
+  def uses_synthetic(self):
+    return self.method in SYNTHETIC_METHODS
+
+  @property
+  def alpha_eff(self):
+    return 0.0 if self.method == "ce" else self.alpha
+
+  @property
+  def lam_eff(self):
+    return self.lam if self.uses_synthetic else 0.0
+
+
+# --- exploration ---------------------------------------------------------------
+
+
+def random_latents(rng, z, sigma):
+  """TGT-random: z' = z + σ·ε, ε ~ N(0, I)."""
+  return z + sigma * jax.random.normal(rng, z.shape, z.dtype)
+
+
+def prior_latents(rng, num, latent_dim, dtype=jnp.float32):
+  """TGT-prior: z' ~ N(0, I), no data needed."""
+  return jax.random.normal(rng, (num, latent_dim), dtype)
+
+
+def _per_example_norm(v):
+  return jnp.sqrt(jnp.sum(jnp.square(v), axis=tuple(range(1, v.ndim)), keepdims=True))
+
+
+def normalized_step(v, grad, eta):
+  """v + η·g/‖g‖, normalised per example (a zero gradient gives no step)."""
+  return v + eta * grad / jnp.maximum(_per_example_norm(grad), 1e-12)
+
+
+def project_to_ball(v, center, radius):
+  """Π_ε: the closest point to v with ‖v − center‖ ≤ radius, per example."""
+  if radius == float("inf"):
+    return v
+  offset = v - center
+  scale = jnp.minimum(1.0, radius / jnp.maximum(_per_example_norm(offset), 1e-12))
+  return center + offset * scale
+
+
+def ascend(discrepancy, start, center, eta, steps, radius, clip=None):
+  """k steps of normalised gradient ascent on sum_i discrepancy(v)_i.
+
+  Examples are independent (no batch statistics anywhere), so the gradient of
+  the sum is each example's own gradient. Returns the final point and the
+  per-example discrepancy at the start (a by-product of the first step).
+  """
+  value_and_grad = jax.value_and_grad(lambda v: jnp.sum(discrepancy(v)))
+  v = start
+  for _ in range(steps):       # k is small and static: unrolled, XLA sees it all
+    _, g = value_and_grad(v)
+    v = project_to_ball(normalized_step(v, g, eta), center, radius)
+    if clip is not None:
+      v = jnp.clip(v, *clip)
+  return v
+
+
+def synthesize(rng, cfg, teacher, teacher_params, student_apply, student_params, x):
+  """x' for the method in `cfg`: m synthetic inputs per real input (stop-gradient)."""
+  m = cfg.num_samples
+  teacher_params = jax.lax.stop_gradient(teacher_params)
+  student_params = jax.lax.stop_gradient(student_params)
+
+  def discrepancy_of_input(x_):
+    return losses.kl_divergence(teacher.label(teacher_params, x_),
+                                student_apply(student_params, x_), cfg.temperature)
+
+  if cfg.method == "tgt_prior":
+    x_syn = teacher.decode(teacher_params, prior_latents(rng, x.shape[0] * m, teacher.latent_dim))
+  else:
+    z = jnp.repeat(teacher.encode(teacher_params, x), m, axis=0)
+    z_start = random_latents(rng, z, cfg.sigma)
+    if cfg.method == "tgt_gradient":
+      z_start = ascend(lambda z_: discrepancy_of_input(teacher.decode(teacher_params, z_)),
+                       z_start, z, cfg.eta, cfg.steps, cfg.epsilon)
+    x_syn = teacher.decode(teacher_params, z_start)
+    if cfg.method == "tgt_gradient_input":
+      x_syn = ascend(discrepancy_of_input, x_syn, x_syn, cfg.eta, cfg.steps, cfg.epsilon,
+                     clip=teacher.pixel_range)
+  return jax.lax.stop_gradient(x_syn)
+
+
+# --- the objective -------------------------------------------------------------
+
+
+def tgt_loss(student_params, student_apply, cfg, batch, teacher_logits, x_syn,
+             teacher_logits_syn):
+  """CE(y, S(x)) + α·KD_τ(T(x), S(x)) + λ·KD_τ(T(x'), S(x')), and its terms.
+
+  Teacher outputs arrive precomputed (they do not depend on the student);
+  terms whose weight is 0 for the method are not computed at all.
+  """
+  logits = student_apply(student_params, batch["image"])
+  terms = {"ce": losses.cross_entropy(logits, batch["label"])}
+  total = cfg.ce_weight * terms["ce"]
+  if cfg.alpha_eff > 0:
+    terms["kd_real"] = losses.kd_loss(teacher_logits, logits, cfg.temperature)
+    total += cfg.alpha_eff * terms["kd_real"]
+  if cfg.lam_eff > 0:
+    terms["kd_synthetic"] = losses.kd_loss(teacher_logits_syn, student_apply(student_params, x_syn),
+                                           cfg.temperature)
+    total += cfg.lam_eff * terms["kd_synthetic"]
+  terms["total"] = total
+  return total, terms
+
+
+def teacher_targets(rng, cfg, teacher, teacher_params, student_apply, student_params, batch):
+  """Everything the loss needs from the teacher: T(x), x' and T(x') (None where unused)."""
+  teacher_logits = x_syn = teacher_logits_syn = None
+  if cfg.alpha_eff > 0:
+    teacher_logits = teacher.label(teacher_params, batch["image"])
+  if cfg.lam_eff > 0:
+    x_syn = synthesize(rng, cfg, teacher, teacher_params, student_apply, student_params,
+                       batch["image"])
+    teacher_logits_syn = teacher.label(teacher_params, x_syn)
+  return jax.lax.stop_gradient((teacher_logits, x_syn, teacher_logits_syn))

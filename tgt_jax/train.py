@@ -1,0 +1,272 @@
+"""train_and_evaluate(config, workdir): the teacher job or the TGT student job.
+
+The student step is one `jax.jit` over a data mesh: the batch is sharded, the
+student state and the teacher parameters are replicated, and only the student
+state is donated and optimised. Batches and random keys are functions of
+(seed, step), so a resumed run sees exactly the data and noise it would have.
+"""
+
+import json
+import logging
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from etils import epath
+
+from tgt_jax import (checkpointing, data, evaluation, losses, metrics, models, sharding, teacher,
+                     tgt, train_teacher)
+from tgt_jax.data import batches, subsets
+
+JOBS = ("student", "teacher")
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+def tgt_config(config):
+  return tgt.TGTConfig(**config.tgt.to_dict())
+
+
+def make_optimizer(ocfg, total_steps):
+  schedule = optax.warmup_cosine_decay_schedule(
+      0.0, ocfg.learning_rate, min(ocfg.warmup_steps, max(total_steps - 1, 0)), max(total_steps, 1))
+  if ocfg.name == "adam":
+    return optax.adamw(schedule, weight_decay=ocfg.weight_decay)
+  if ocfg.name == "sgd":
+    return optax.chain(optax.add_decayed_weights(ocfg.weight_decay),
+                       optax.sgd(schedule, momentum=0.9, nesterov=True))
+  raise ValueError(f"Unknown optimizer name {ocfg.name!r}; known: ['adam', 'sgd'].")
+
+
+def make_train_step(student_apply, tx, cfg, teacher_fns, mesh):
+  """The jitted, sharded TGT update: (state, teacher_params, batch, rng) → (state, terms)."""
+
+  def train_step(state, teacher_params, batch, rng):
+    rng = jax.random.fold_in(rng, state.step)
+    targets = tgt.teacher_targets(rng, cfg, teacher_fns, teacher_params, student_apply,
+                                  state.params, batch)
+    (_, terms), grads = jax.value_and_grad(tgt.tgt_loss, has_aux=True)(
+        state.params, student_apply, cfg, batch, *targets)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    terms["grad_norm"] = optax.global_norm(grads)
+    new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                              opt_state=opt_state)
+    return new_state, terms
+
+  repl = sharding.replicated(mesh)
+  return jax.jit(train_step, in_shardings=(repl, repl, sharding.batch_sharded(mesh), repl),
+                 out_shardings=(repl, repl), donate_argnums=(0,))
+
+
+def make_probe(student_apply, cfg, teacher_fns, mesh, grid_examples):
+  """Exploration diagnostics for logging steps, reproducing the step's own x' (same key).
+
+  Kept out of the train step so it costs nothing on the other steps.
+  """
+
+  def probe(state, teacher_params, batch, rng):
+    rng = jax.random.fold_in(rng, state.step)
+    x = batch["image"]
+    x_syn = tgt.synthesize(rng, cfg, teacher_fns, teacher_params, student_apply, state.params, x)
+    x_rec = teacher_fns.decode(teacher_params, teacher_fns.encode(teacher_params, x))
+
+    def discrepancy(images):
+      return losses.kl_divergence(teacher_fns.label(teacher_params, images),
+                                  student_apply(state.params, images), cfg.temperature)
+
+    t_syn = teacher_fns.label(teacher_params, x_syn)
+    stats = {"discrepancy_before_exploration": jnp.mean(discrepancy(x_rec)),
+             "discrepancy_after_exploration": jnp.mean(discrepancy(x_syn)),
+             "teacher_entropy_synthetic": jnp.mean(losses.entropy(t_syn)),
+             "teacher_confidence_synthetic": jnp.mean(jnp.max(jax.nn.softmax(t_syn), -1)),
+             "teacher_entropy_real": jnp.mean(losses.entropy(teacher_fns.label(teacher_params, x)))}
+    n = grid_examples
+    lo, hi = teacher_fns.pixel_range
+    grid = [(im[:n] - lo) / (hi - lo) for im in (x, x_rec, x_syn[::cfg.num_samples])]
+    return stats, grid
+
+  repl = sharding.replicated(mesh)
+  return jax.jit(probe, in_shardings=(repl, repl, sharding.batch_sharded(mesh), repl),
+                 out_shardings=repl)
+
+
+def validate_config(config):
+  """Fail before any work, naming the bad value."""
+  if config.get("job", "student") not in JOBS:
+    raise ValueError(f"Unknown job {config.job!r}; choose one of {list(JOBS)}.")
+  if config.teacher.generator not in models.GENERATORS:
+    raise ValueError(f"Unknown generator model name {config.teacher.generator!r}; "
+                     f"known: {sorted(models.GENERATORS)}.")
+  names = [config.teacher.labeler] + ([config.student.model] if config.job == "student" else [])
+  for name in names:
+    if name not in models.CLASSIFIERS:
+      raise ValueError(f"Unknown classifier model name {name!r}; "
+                       f"known: {sorted(models.CLASSIFIERS)}.")
+  if config.job == "student":
+    tgt_config(config)   # validates method, σ, η, k, ε, m, τ
+    if config.num_train_steps < 0:
+      raise ValueError(f"num_train_steps must be >= 0, got {config.num_train_steps}.")
+    for key in ("log_every", "eval_every", "checkpoint_every"):
+      if config[key] < 1:
+        raise ValueError(f"{key} must be >= 1, got {config[key]}.")
+
+
+def teacher_dir(config, workdir):
+  return config.teacher.dir or str(epath.Path(workdir) / "teacher")
+
+
+def load_or_train_teacher(config, workdir, dataset, mesh):
+  """(meta, params) of the configured teacher; trains and saves it first if missing and allowed."""
+  directory = teacher_dir(config, workdir)
+  if not teacher.exists(directory):
+    if not config.teacher.train_if_missing:
+      teacher.read_meta(directory)     # raises the clear "no teacher here" error
+    logging.info("No teacher in %s: training one (config.teacher).", directory)
+    meta, params, report = train_teacher.train(config.teacher, dataset, mesh, seed=0)
+    meta["report"] = report
+    teacher.save(directory, meta, params)
+    logging.info("Teacher report: %s", json.dumps(report))
+  return teacher.load(directory, dataset.image_shape, dataset.num_classes,
+                      latent_dim=config.teacher.latent_dim)
+
+
+def write_json(workdir, name, payload):
+  if jax.process_index() == 0:
+    path = epath.Path(workdir) / name
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True))
+    logging.info("Wrote %s", path)
+
+
+def run_teacher_job(config, workdir):
+  dataset = data.load(config.data.name)
+  mesh = sharding.make_mesh()
+  start = time.time()
+  meta, params, report = train_teacher.train(config.teacher, dataset, mesh, seed=config.seed)
+  meta["report"] = report
+  directory = teacher_dir(config, workdir)
+  teacher.save(directory, meta, params)
+  results = {"job": "teacher", "teacher_dir": directory, "seed": config.seed,
+             "wall_time_sec": time.time() - start, **report}
+  write_json(workdir, "results.json", results)
+  return results
+
+
+def train_and_evaluate(config, workdir):
+  """Runs the job in `config` in `workdir` (resuming if it holds a checkpoint); returns results."""
+  validate_config(config)
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+  if config.job == "teacher":
+    return run_teacher_job(config, workdir)
+  return run_student_job(config, workdir)
+
+
+def student_subset(config, train_split, num_classes):
+  """The student's labelled rows of the train split, and their per-class counts."""
+  counts = subsets.student_counts(train_split.labels, num_classes, config.data.labels_per_class,
+                                  config.data.imbalance, config.data.head_count or None)
+  rows = subsets.select_rows(train_split.labels, counts, seed=config.seed)
+  return train_split.take(rows), counts
+
+
+def run_student_job(config, workdir):
+  start_time = time.time()
+  cfg = tgt_config(config)
+  mesh = sharding.make_mesh()
+  sharding.check_batch_size(config.batch_size, mesh)
+  sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+  dataset = data.load(config.data.name)
+  labelled, counts = student_subset(config, dataset.splits["train"], dataset.num_classes)
+  logging.info("Student subset: %s, %d images, per class %s",
+               subsets.describe(config.data.labels_per_class, config.data.imbalance),
+               len(labelled), counts.tolist())
+
+  needs_teacher = cfg.alpha_eff > 0 or cfg.lam_eff > 0
+  teacher_meta = teacher_params = teacher_fns = None
+  if needs_teacher:
+    teacher_meta, teacher_params = load_or_train_teacher(config, workdir, dataset, mesh)
+    teacher_params = sharding.replicate(mesh, teacher_params)
+    teacher_fns = teacher.as_functions(teacher_meta)
+
+  student = models.classifier(config.student.model, dataset.num_classes)
+  tx = make_optimizer(config.optimizer, config.num_train_steps)
+  init_key, step_key = jax.random.split(jax.random.key(config.seed))
+  params = student.init(init_key, jnp.zeros((1, *dataset.image_shape), jnp.float32))
+  state = sharding.replicate(mesh, TrainState(jnp.asarray(0, jnp.int32), params, tx.init(params)))
+
+  ckpt = checkpointing.Checkpointer(epath.Path(workdir) / "checkpoints", config.keep_checkpoints)
+  if ckpt.latest_step() is not None:
+    state, _ = ckpt.restore(state)
+  first_step = int(state.step)
+
+  train_step = make_train_step(student.apply, tx, cfg, teacher_fns, mesh)
+  probe = (make_probe(student.apply, cfg, teacher_fns, mesh, config.grid_examples)
+           if cfg.uses_synthetic else None)
+  predict = evaluation.make_predict(student.apply, mesh)
+  groups = subsets.class_groups(counts)
+  writer = metrics.MetricWriter(workdir)
+  progress = metrics.Progress(config.num_train_steps, first_step)
+  local = sharding.process_rows(config.batch_size)
+  total = config.num_train_steps
+
+  def evaluate(split_name):
+    split = dataset.splits[split_name]
+    preds = evaluation.predict(predict, state.params, split, config.eval_batch_size, mesh)
+    return evaluation.report(preds, split.labels, dataset.num_classes, groups)
+
+  for step in range(first_step, total):
+    rows = batches.batch_rows(len(labelled), config.batch_size, config.seed, step)[local]
+    batch = sharding.to_global(mesh, {"image": labelled.images[rows],
+                                      "label": labelled.labels[rows]})
+    is_log_step = (step + 1) % config.log_every == 0 or step + 1 == total
+    if is_log_step and probe is not None:
+      stats, grid = jax.device_get(probe(state, teacher_params, batch, step_key))
+      writer.image(step + 1, "real_decoded_explored", metrics.image_grid(grid))
+    state, terms = train_step(state, teacher_params, batch, step_key)
+    if is_log_step:
+      scalars = {k: float(v) for k, v in jax.device_get(terms).items()}
+      bad = sorted(k for k, v in scalars.items() if not np.isfinite(v))
+      if bad:
+        ckpt.wait()
+        raise FloatingPointError(
+            f"Non-finite loss terms {bad} at step {step + 1}; last saved checkpoint: "
+            f"step {ckpt.latest_step()} in {ckpt.directory}.")
+      if probe is not None:
+        scalars.update({k: float(v) for k, v in stats.items()})
+      timing = progress.update(step + 1)
+      writer.scalars(step + 1, {**{f"train/{k}": v for k, v in scalars.items()}, **timing})
+      logging.info(metrics.format_progress(step + 1, total, timing, scalars))
+    if (step + 1) % config.eval_every == 0 and step + 1 < total:
+      val = evaluate("validation")
+      writer.scalars(step + 1, {"validation/balanced_accuracy": val["balanced_accuracy"]})
+    if (step + 1) % config.checkpoint_every == 0 or step + 1 == total:
+      ckpt.save(step + 1, state, {"step": step + 1, "method": cfg.method})
+  ckpt.close()
+
+  test, val = evaluate("test"), evaluate("validation")
+  writer.scalars(total, {"test/balanced_accuracy": test["balanced_accuracy"]})
+  writer.close()
+  results = {
+      "method": cfg.method, "seed": config.seed, "student_model": config.student.model,
+      "data": {"name": config.data.name,
+               "subset": subsets.describe(config.data.labels_per_class, config.data.imbalance),
+               "labels_per_class": config.data.labels_per_class,
+               "imbalance": config.data.imbalance, "class_counts": counts.tolist(),
+               "num_labelled": len(labelled), "class_groups": groups},
+      "test_accuracy": test["balanced_accuracy"],
+      "test": test, "validation": val,
+      "num_train_steps": total, "batch_size": config.batch_size, "tgt": config.tgt.to_dict(),
+      "teacher_dir": teacher_dir(config, workdir) if needs_teacher else None,
+      "teacher_report": (teacher_meta or {}).get("report"),
+      "num_devices": int(mesh.devices.size), "wall_time_sec": time.time() - start_time,
+  }
+  write_json(workdir, "results.json", results)
+  return results
