@@ -57,7 +57,7 @@ def make_train_step(student_apply, tx, cfg, teacher_fns, mesh):
     (_, terms), grads = jax.value_and_grad(tgt.tgt_loss, has_aux=True)(
         state.params, student_apply, cfg, batch, *targets)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    terms["grad_norm"] = optax.global_norm(grads)
+    terms["grad_norm"] = optax.tree.norm(grads)
     new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                               opt_state=opt_state)
     return new_state, terms

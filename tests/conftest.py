@@ -1,0 +1,47 @@
+"""Every test sees 8 fake CPU devices: the sharded path is the path under test."""
+
+import os
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+jax.config.update("jax_platforms", "cpu")
+
+
+def digits_config(arg="runlocal", **overrides):
+  """configs/digits.py with dotted-key overrides, as the command line would apply them."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  path = os.path.join(os.path.dirname(__file__), "..", "configs", "digits.py")
+  spec = importlib.util.spec_from_file_location("digits_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(arg)
+  for key, value in overrides.items():
+    node = config
+    *parents, leaf = key.split(".")
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
+  return config
+
+
+@pytest.fixture(scope="session")
+def digits():
+  from tgt_jax import data  # pylint: disable=g-import-not-at-top
+  return data.load("digits")
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher_dir(tmp_path_factory, digits):
+  """A teacher trained for a few steps (quality irrelevant), saved once per session."""
+  from tgt_jax import sharding, teacher, train_teacher  # pylint: disable=g-import-not-at-top
+  directory = tmp_path_factory.mktemp("teacher")
+  config = digits_config()
+  meta, params, report = train_teacher.train(config.teacher, digits, sharding.make_mesh())
+  meta["report"] = report
+  teacher.save(directory, meta, params)
+  return str(directory)

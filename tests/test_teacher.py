@@ -1,0 +1,48 @@
+"""teacher.py: save/load round trip and the shape checks."""
+
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from tgt_jax import teacher
+
+
+def test_round_trip_and_functions(tiny_teacher_dir):
+  meta, params = teacher.load(tiny_teacher_dir, (8, 8, 1), 10)
+  fns = teacher.as_functions(meta)
+  x = np.random.default_rng(0).uniform(size=(4, 8, 8, 1)).astype(np.float32)
+  z = fns.encode(params, x)
+  assert z.shape == (4, meta["latent_dim"])
+  x_rec = fns.decode(params, z)
+  assert x_rec.shape == x.shape and 0.0 <= float(x_rec.min()) and float(x_rec.max()) <= 1.0
+  assert fns.label(params, x).shape == (4, 10)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(image_shape=(28, 28, 1), num_classes=10), r"image shape \(28, 28, 1\), the teacher has \(8, 8, 1\)"),
+    (dict(image_shape=(8, 8, 1), num_classes=100), "number of classes 100, the teacher has 10"),
+    (dict(image_shape=(8, 8, 1), num_classes=10, latent_dim=120), "latent size 120, the teacher has 16"),
+])
+def test_misfit_names_expected_and_found(tiny_teacher_dir, kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    teacher.load(tiny_teacher_dir, **kwargs)
+
+
+def test_params_from_another_model_are_refused(tmp_path, tiny_teacher_dir):
+  """teacher.json says one labeler, the saved parameters belong to another."""
+  directory = tmp_path / "lying_teacher"
+  shutil.copytree(tiny_teacher_dir, directory)
+  meta = json.loads((directory / "teacher.json").read_text())
+  meta["labeler"] = "mlp"
+  (directory / "teacher.json").write_text(json.dumps(meta))
+  with pytest.raises(ValueError, match="do not match the models named in teacher.json"):
+    teacher.load(str(directory), (8, 8, 1), 10)
+
+
+def test_missing_directory_is_named(tmp_path):
+  with pytest.raises(FileNotFoundError, match="No teacher at"):
+    teacher.load(str(tmp_path / "absent"), (8, 8, 1), 10)

@@ -1,0 +1,140 @@
+"""tgt.py: exploration does what the equations say, and the loss has the right terms."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tgt_jax import losses, models, tgt
+
+LATENT = 8
+
+
+@pytest.fixture(scope="module")
+def setup():
+  """Random-init teacher and student: the discrepancy between them is smooth and non-zero."""
+  generator = models.generator("conv_vae", (8, 8, 1), LATENT)
+  labeler = models.classifier("cnn_labeler", 10)
+  student = models.classifier("mlp", 10)
+  x = jnp.zeros((1, 8, 8, 1))
+  k = jax.random.split(jax.random.key(0), 4)
+  params = {"generator": generator.init(k[0], x, k[1]), "labeler": labeler.init(k[2], x)}
+  teacher_fns = tgt.Teacher(
+      encode=lambda p, x: generator.apply(p["generator"], x, method=generator.encode)[0],
+      decode=lambda p, z: generator.apply(p["generator"], z, method=generator.decode),
+      label=lambda p, x: labeler.apply(p["labeler"], x) * 5.0,   # sharper teacher
+      latent_dim=LATENT, pixel_range=(0.0, 1.0))
+  student_params = student.init(k[3], x)
+  images = jax.random.uniform(jax.random.key(1), (32, 8, 8, 1))
+  return teacher_fns, params, student.apply, student_params, images
+
+
+def _latent_discrepancy(setup):
+  teacher_fns, params, student_apply, student_params, _ = setup
+  return lambda z: losses.kl_divergence(teacher_fns.label(params, teacher_fns.decode(params, z)),
+                                        student_apply(student_params,
+                                                      teacher_fns.decode(params, z)))
+
+
+def test_gradient_step_beats_random_step_of_same_norm(setup):
+  d = _latent_discrepancy(setup)
+  z = jax.random.normal(jax.random.key(2), (32, LATENT))
+  eta = 0.05
+  z_grad = tgt.ascend(d, z, z, eta, 1, float("inf"))
+  direction = jax.random.normal(jax.random.key(3), z.shape)
+  z_rand = tgt.normalized_step(z, direction, eta)
+  np.testing.assert_allclose(np.linalg.norm(z_grad - z, axis=-1), eta, rtol=1e-4)
+  np.testing.assert_allclose(np.linalg.norm(z_rand - z, axis=-1), eta, rtol=1e-4)
+  gain_grad, gain_rand = d(z_grad) - d(z), d(z_rand) - d(z)
+  assert float(jnp.mean(gain_grad)) > 0
+  assert float(jnp.mean(gain_grad)) > float(jnp.mean(gain_rand))
+  assert np.mean(np.asarray(gain_grad) > np.asarray(gain_rand)) > 0.9
+
+
+def test_ascent_stays_in_epsilon_ball(setup):
+  d = _latent_discrepancy(setup)
+  z = jax.random.normal(jax.random.key(4), (32, LATENT))
+  out = tgt.ascend(d, z, z, eta=0.4, steps=5, radius=0.5)
+  dist = np.linalg.norm(np.asarray(out - z), axis=-1)
+  assert dist.max() <= 0.5 + 1e-5
+  assert dist.max() > 0.45           # the ball is reached, so the projection was exercised
+
+
+def test_input_space_ascent_is_clipped_to_pixel_range(setup):
+  teacher_fns, params, student_apply, student_params, images = setup
+  d = lambda x: losses.kl_divergence(teacher_fns.label(params, x), student_apply(student_params, x))
+  out = tgt.ascend(d, images, images, eta=2.0, steps=3, radius=float("inf"), clip=(0.0, 1.0))
+  assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+  assert float(jnp.mean(d(out))) > float(jnp.mean(d(images)))
+
+
+def test_random_and_prior_latents():
+  z = jnp.ones((1000, 4))
+  moved = tgt.random_latents(jax.random.key(0), z, 0.5)
+  np.testing.assert_allclose(np.std(np.asarray(moved - z)), 0.5, rtol=0.05)
+  prior = tgt.prior_latents(jax.random.key(1), 1000, 4)
+  assert prior.shape == (1000, 4)
+  np.testing.assert_allclose(np.std(np.asarray(prior)), 1.0, rtol=0.05)
+
+
+@pytest.mark.parametrize("method", tgt.SYNTHETIC_METHODS)
+def test_synthesize_shapes_ranges_and_determinism(setup, method):
+  teacher_fns, params, student_apply, student_params, images = setup
+  cfg = tgt.TGTConfig(method=method, num_samples=3, steps=2, eta=0.5)
+  run = lambda key: tgt.synthesize(key, cfg, teacher_fns, params, student_apply, student_params,
+                                   images)
+  x_syn = run(jax.random.key(5))
+  assert x_syn.shape == (3 * images.shape[0], 8, 8, 1)
+  assert float(x_syn.min()) >= 0.0 and float(x_syn.max()) <= 1.0
+  np.testing.assert_array_equal(x_syn, run(jax.random.key(5)))
+  assert not np.array_equal(x_syn, run(jax.random.key(6)))
+
+
+def test_loss_terms_per_method(setup):
+  teacher_fns, params, student_apply, student_params, images = setup
+  batch = {"image": images, "label": jnp.arange(32) % 10}
+  expected = {"ce": {"ce", "total"}, "kd": {"ce", "kd_real", "total"},
+              "tgt_random": {"ce", "kd_real", "kd_synthetic", "total"}}
+  for method, keys in expected.items():
+    cfg = tgt.TGTConfig(method=method, alpha=0.5, lam=2.0)
+    targets = tgt.teacher_targets(jax.random.key(0), cfg, teacher_fns, params, student_apply,
+                                  student_params, batch)
+    total, terms = tgt.tgt_loss(student_params, student_apply, cfg, batch, *targets)
+    assert set(terms) == keys
+    by_hand = terms["ce"] + 0.5 * terms.get("kd_real", 0.0) + 2.0 * terms.get("kd_synthetic", 0.0)
+    np.testing.assert_allclose(total, by_hand, rtol=1e-6)
+
+
+def test_synthetic_loss_has_no_gradient_through_exploration(setup):
+  """x' is a constant for the student's update: only S(x') is differentiated."""
+  teacher_fns, params, student_apply, student_params, images = setup
+  cfg = tgt.TGTConfig(method="tgt_gradient", alpha=0.0, ce_weight=0.0)
+  batch = {"image": images, "label": jnp.zeros(32, jnp.int32)}
+
+  def loss(sp):
+    targets = tgt.teacher_targets(jax.random.key(0), cfg, teacher_fns, params, student_apply, sp,
+                                  batch)
+    return tgt.tgt_loss(sp, student_apply, cfg, batch, *targets)[0]
+
+  targets = tgt.teacher_targets(jax.random.key(0), cfg, teacher_fns, params, student_apply,
+                                student_params, batch)
+  fixed = lambda sp: tgt.tgt_loss(sp, student_apply, cfg, batch, *targets)[0]
+  for a, b in zip(jax.tree.leaves(jax.grad(loss)(student_params)),
+                  jax.tree.leaves(jax.grad(fixed)(student_params))):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("method", "tgt_magic", "Unknown method 'tgt_magic'"),
+    ("sigma", -1.0, "sigma must be >= 0, got -1.0"),
+    ("eta", -0.5, "eta must be >= 0, got -0.5"),
+    ("steps", -2, "steps must be >= 0, got -2"),
+    ("epsilon", 0.0, "epsilon"),
+    ("num_samples", 0, "num_samples"),
+    ("temperature", 0.0, "temperature"),
+])
+def test_bad_hyperparameters_name_the_value(field, value, match):
+  with pytest.raises(ValueError, match=match):
+    dataclasses.replace(tgt.TGTConfig(), **{field: value})
