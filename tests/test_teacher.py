@@ -46,3 +46,11 @@ def test_params_from_another_model_are_refused(tmp_path, tiny_teacher_dir):
 def test_missing_directory_is_named(tmp_path):
   with pytest.raises(FileNotFoundError, match="No teacher at"):
     teacher.load(str(tmp_path / "absent"), (8, 8, 1), 10)
+
+
+def test_teacher_saved_on_eight_devices_loads_on_one(tiny_teacher_dir):
+  from tgt_jax import sharding  # pylint: disable=g-import-not-at-top
+  one = sharding.make_mesh(jax.devices()[:1])
+  _, params = teacher.load(tiny_teacher_dir, (8, 8, 1), 10, mesh=one)
+  leaf = jax.tree.leaves(params)[0]
+  assert leaf.sharding.mesh.devices.size == 1

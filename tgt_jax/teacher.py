@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from etils import epath
 
-from tgt_jax import models, tgt
+from tgt_jax import models, sharding, tgt
 
 META_FILE = "teacher.json"
 PARAMS_DIR = "params"
@@ -82,12 +82,18 @@ def check_fits(meta, image_shape, num_classes, latent_dim=None, source="teacher"
                        f"the teacher has {found}.")
 
 
-def load(directory, image_shape, num_classes, latent_dim=None):
-  """(meta, params) of the teacher in `directory`, checked against the data."""
+def load(directory, image_shape, num_classes, latent_dim=None, mesh=None):
+  """(meta, params) of the teacher in `directory`, checked against the data.
+
+  Parameters come back replicated on `mesh` (default: all devices), whatever
+  topology they were saved from.
+  """
   meta = read_meta(directory)
   check_fits(meta, image_shape, num_classes, latent_dim, source=f"teacher at {directory!r}")
-  abstract = jax.eval_shape(lambda: init_params(meta, jax.random.key(0)))
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract)
+  target = sharding.replicated(mesh if mesh is not None else sharding.make_mesh())
+  abstract = jax.tree.map(
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=target),
+      jax.eval_shape(lambda: init_params(meta, jax.random.key(0))))
   try:
     with ocp.StandardCheckpointer() as ckptr:
       params = ckptr.restore(epath.Path(directory) / PARAMS_DIR, abstract)

@@ -136,7 +136,7 @@ def load_or_train_teacher(config, workdir, dataset, mesh):
     teacher.save(directory, meta, params)
     logging.info("Teacher report: %s", json.dumps(report))
   return teacher.load(directory, dataset.image_shape, dataset.num_classes,
-                      latent_dim=config.teacher.latent_dim)
+                      latent_dim=config.teacher.latent_dim, mesh=mesh)
 
 
 def write_json(workdir, name, payload):
@@ -193,7 +193,6 @@ def run_student_job(config, workdir):
   teacher_meta = teacher_params = teacher_fns = None
   if needs_teacher:
     teacher_meta, teacher_params = load_or_train_teacher(config, workdir, dataset, mesh)
-    teacher_params = sharding.replicate(mesh, teacher_params)
     teacher_fns = teacher.as_functions(teacher_meta)
 
   student = models.classifier(config.student.model, dataset.num_classes)
