@@ -45,6 +45,8 @@ def get_config(arg=None):
   config.checkpoint_every = 500
   config.keep_checkpoints = 3
   config.grid_examples = 16       # columns of the real | decoded | explored grid
+  config.eval_only = False        # evaluate a checkpoint of WORKDIR and write results.json
+  config.eval_step = 0            # which checkpoint eval_only reads; 0 → the latest intact one
 
   if arg.runlocal:
     config.num_train_steps = 6

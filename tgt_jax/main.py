@@ -11,6 +11,8 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and res
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host pods).")
 flags.mark_flags_as_required(["config", "workdir"])
 
+PREEMPTED_EXIT_CODE = 143      # 128 + SIGTERM: "stopped by a signal", so schedulers retry
+
 
 class _QuietLibraries(py_logging.Filter):
   """Keeps orbax's and JAX's per-operation INFO chatter out of the progress log."""
@@ -30,7 +32,12 @@ def main(argv):
   from tgt_jax import train  # pylint: disable=g-import-not-at-top
   logging.info("JAX: %d process(es), %d device(s): %s", jax.process_count(), jax.device_count(),
                jax.devices()[0].platform)
-  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  from tgt_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  try:
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except checkpointing.Preempted as e:
+    logging.warning("%s", e)
+    raise SystemExit(PREEMPTED_EXIT_CODE) from None
 
 
 if __name__ == "__main__":

@@ -110,13 +110,12 @@ def ascend(discrepancy, start, center, eta, steps, radius, clip=None):
   """k steps of normalised gradient ascent on sum_i discrepancy(v)_i.
 
   Examples are independent (no batch statistics anywhere), so the gradient of
-  the sum is each example's own gradient. Returns the final point and the
-  per-example discrepancy at the start (a by-product of the first step).
+  the sum is each example's own gradient. Returns the final point.
   """
-  value_and_grad = jax.value_and_grad(lambda v: jnp.sum(discrepancy(v)))
+  grad = jax.grad(lambda v: jnp.sum(discrepancy(v)))
   v = start
   for _ in range(steps):       # k is small and static: unrolled, XLA sees it all
-    _, g = value_and_grad(v)
+    g = grad(v)
     v = project_to_ball(normalized_step(v, g, eta), center, radius)
     if clip is not None:
       v = jnp.clip(v, *clip)

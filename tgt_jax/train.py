@@ -177,6 +177,16 @@ def student_subset(config, train_split, num_classes):
   return train_split.take(rows), counts
 
 
+def init_student(config, dataset, mesh):
+  """(module, optimizer, replicated step-0 state, key of the per-step noise) from the seed."""
+  student = models.classifier(config.student.model, dataset.num_classes)
+  tx = make_optimizer(config.optimizer, config.num_train_steps)
+  init_key, step_key = jax.random.split(jax.random.key(config.seed))
+  params = student.init(init_key, jnp.zeros((1, *dataset.image_shape), jnp.float32))
+  state = sharding.replicate(mesh, TrainState(jnp.asarray(0, jnp.int32), params, tx.init(params)))
+  return student, tx, state, step_key
+
+
 def run_student_job(config, workdir):
   start_time = time.time()
   cfg = tgt_config(config)
@@ -190,70 +200,44 @@ def run_student_job(config, workdir):
                len(labelled), counts.tolist())
 
   needs_teacher = cfg.alpha_eff > 0 or cfg.lam_eff > 0
-  teacher_meta = teacher_params = teacher_fns = None
-  if needs_teacher:
+  teacher_meta = teacher_params = None
+  if needs_teacher and not config.eval_only:
     teacher_meta, teacher_params = load_or_train_teacher(config, workdir, dataset, mesh)
-    teacher_fns = teacher.as_functions(teacher_meta)
+  elif needs_teacher and teacher.exists(teacher_dir(config, workdir)):   # for the report only
+    teacher_meta = teacher.read_meta(teacher_dir(config, workdir))
 
-  student = models.classifier(config.student.model, dataset.num_classes)
-  tx = make_optimizer(config.optimizer, config.num_train_steps)
-  init_key, step_key = jax.random.split(jax.random.key(config.seed))
-  params = student.init(init_key, jnp.zeros((1, *dataset.image_shape), jnp.float32))
-  state = sharding.replicate(mesh, TrainState(jnp.asarray(0, jnp.int32), params, tx.init(params)))
+  student, tx, state, step_key = init_student(config, dataset, mesh)
 
   ckpt = checkpointing.Checkpointer(epath.Path(workdir) / "checkpoints", config.keep_checkpoints)
-  if ckpt.latest_step() is not None:
-    state, _ = ckpt.restore(state)
-  first_step = int(state.step)
-
-  train_step = make_train_step(student.apply, tx, cfg, teacher_fns, mesh)
-  probe = (make_probe(student.apply, cfg, teacher_fns, mesh, config.grid_examples)
-           if cfg.uses_synthetic else None)
   predict = evaluation.make_predict(student.apply, mesh)
   groups = subsets.class_groups(counts)
-  writer = metrics.MetricWriter(workdir)
-  progress = metrics.Progress(config.num_train_steps, first_step)
-  local = sharding.process_rows(config.batch_size)
-  total = config.num_train_steps
 
-  def evaluate(split_name):
+  def evaluate(params, split_name):
     split = dataset.splits[split_name]
-    preds = evaluation.predict(predict, state.params, split, config.eval_batch_size, mesh)
+    preds = evaluation.predict(predict, params, split, config.eval_batch_size, mesh)
     return evaluation.report(preds, split.labels, dataset.num_classes, groups)
 
-  for step in range(first_step, total):
-    rows = batches.batch_rows(len(labelled), config.batch_size, config.seed, step)[local]
-    batch = sharding.to_global(mesh, {"image": labelled.images[rows],
-                                      "label": labelled.labels[rows]})
-    is_log_step = (step + 1) % config.log_every == 0 or step + 1 == total
-    if is_log_step and probe is not None:
-      stats, grid = jax.device_get(probe(state, teacher_params, batch, step_key))
-      writer.image(step + 1, "real_decoded_explored", metrics.image_grid(grid))
-    state, terms = train_step(state, teacher_params, batch, step_key)
-    if is_log_step:
-      scalars = {k: float(v) for k, v in jax.device_get(terms).items()}
-      bad = sorted(k for k, v in scalars.items() if not np.isfinite(v))
-      if bad:
-        ckpt.wait()
-        raise FloatingPointError(
-            f"Non-finite loss terms {bad} at step {step + 1}; last saved checkpoint: "
-            f"step {ckpt.latest_step()} in {ckpt.directory}.")
-      if probe is not None:
-        scalars.update({k: float(v) for k, v in stats.items()})
-      timing = progress.update(step + 1)
-      writer.scalars(step + 1, {**{f"train/{k}": v for k, v in scalars.items()}, **timing})
-      logging.info(metrics.format_progress(step + 1, total, timing, scalars))
-    if (step + 1) % config.eval_every == 0 and step + 1 < total:
-      val = evaluate("validation")
-      writer.scalars(step + 1, {"validation/balanced_accuracy": val["balanced_accuracy"]})
-    if (step + 1) % config.checkpoint_every == 0 or step + 1 == total:
-      ckpt.save(step + 1, state, {"step": step + 1, "method": cfg.method})
-  ckpt.close()
+  try:
+    if config.eval_only and config.eval_step:
+      state, _ = ckpt.restore(state, config.eval_step)
+    else:
+      restored = ckpt.restore_latest_intact(state)
+      if restored is None and config.eval_only:
+        raise FileNotFoundError(f"eval_only: no student checkpoint in {ckpt.directory}.")
+      state = restored[0] if restored else state
+    if not config.eval_only:
+      state = _train_loop(config, cfg, workdir, mesh, student, tx, state, teacher_meta,
+                          teacher_params, labelled, ckpt, evaluate, step_key)
+  finally:
+    ckpt.close()
+  total = int(state.step)
 
-  test, val = evaluate("test"), evaluate("validation")
+  test, val = evaluate(state.params, "test"), evaluate(state.params, "validation")
+  writer = metrics.MetricWriter(workdir)
   writer.scalars(total, {"test/balanced_accuracy": test["balanced_accuracy"]})
   writer.close()
   results = {
+      "eval_only": bool(config.eval_only), "checkpoint_step": total,
       "method": cfg.method, "seed": config.seed, "student_model": config.student.model,
       "data": {"name": config.data.name,
                "subset": subsets.describe(config.data.labels_per_class, config.data.imbalance),
@@ -262,10 +246,67 @@ def run_student_job(config, workdir):
                "num_labelled": len(labelled), "class_groups": groups},
       "test_accuracy": test["balanced_accuracy"],
       "test": test, "validation": val,
-      "num_train_steps": total, "batch_size": config.batch_size, "tgt": config.tgt.to_dict(),
+      "num_train_steps": config.num_train_steps, "batch_size": config.batch_size, "tgt": config.tgt.to_dict(),
       "teacher_dir": teacher_dir(config, workdir) if needs_teacher else None,
       "teacher_report": (teacher_meta or {}).get("report"),
       "num_devices": int(mesh.devices.size), "wall_time_sec": time.time() - start_time,
   }
   write_json(workdir, "results.json", results)
   return results
+
+
+def _train_loop(config, cfg, workdir, mesh, student, tx, state, teacher_meta, teacher_params,
+                labelled, ckpt, evaluate, step_key):
+  """Steps from state.step to num_train_steps; returns the final state (saved)."""
+  teacher_fns = teacher.as_functions(teacher_meta) if teacher_meta else None
+  train_step = make_train_step(student.apply, tx, cfg, teacher_fns, mesh)
+  probe = (make_probe(student.apply, cfg, teacher_fns, mesh, config.grid_examples)
+           if cfg.uses_synthetic else None)
+  first_step, total = int(state.step), config.num_train_steps
+  writer = metrics.MetricWriter(workdir)
+  progress = metrics.Progress(total, first_step)
+  local = sharding.process_rows(config.batch_size)
+  with checkpointing.PreemptionWatch() as preemption:
+    for step in range(first_step, total):
+      rows = batches.batch_rows(len(labelled), config.batch_size, config.seed, step)[local]
+      batch = sharding.to_global(mesh, {"image": labelled.images[rows],
+                                        "label": labelled.labels[rows]})
+      is_log_step = (step + 1) % config.log_every == 0 or step + 1 == total
+      is_save_step = (step + 1) % config.checkpoint_every == 0 or step + 1 == total
+      if is_log_step and probe is not None:
+        stats, grid = jax.device_get(probe(state, teacher_params, batch, step_key))
+        writer.image(step + 1, "real_decoded_explored", metrics.image_grid(grid))
+      state, terms = train_step(state, teacher_params, batch, step_key)
+      preempted = preemption.reached(step + 1)
+      if is_log_step or is_save_step or preempted:   # never save what was not checked finite
+        scalars = {k: float(v) for k, v in jax.device_get(terms).items()}
+        _check_finite(scalars, step + 1, ckpt)
+      if is_log_step:
+        if probe is not None:
+          scalars.update({k: float(v) for k, v in stats.items()})
+        timing = progress.update(step + 1)
+        writer.scalars(step + 1, {**{f"train/{k}": v for k, v in scalars.items()}, **timing})
+        logging.info(metrics.format_progress(step + 1, total, timing, scalars))
+      if (step + 1) % config.eval_every == 0 and step + 1 < total:
+        val = evaluate(state.params, "validation")
+        writer.scalars(step + 1, {"validation/balanced_accuracy": val["balanced_accuracy"]})
+      if is_save_step or preempted:
+        ckpt.save(step + 1, state, {"step": step + 1, "method": cfg.method})
+      if preempted:
+        ckpt.wait()
+        writer.close()
+        raise checkpointing.Preempted(
+            f"Preempted: saved step {step + 1} to {ckpt.directory}; run the same command to "
+            "resume from it.")
+  writer.close()
+  return state
+
+
+def _check_finite(scalars, step, ckpt):
+  bad = sorted(k for k, v in scalars.items() if not np.isfinite(v))
+  if bad:
+    ckpt.wait()
+    raise FloatingPointError(
+        f"Non-finite loss terms {bad} at step {step} "
+        f"({', '.join(f'{k}={scalars[k]}' for k in bad)}); nothing was saved from this step. "
+        f"Last good checkpoint: step {ckpt.latest_step()} in {ckpt.directory}.")

@@ -13,9 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from tgt_jax import losses, sharding, teacher
+from tgt_jax import evaluation, losses, sharding, teacher
 from tgt_jax.data import batches
-from tgt_jax import evaluation
 
 LABEL_KEPT_SIGMAS = (0.25, 0.5, 1.0, 2.0)
 
@@ -23,7 +22,7 @@ LABEL_KEPT_SIGMAS = (0.25, 0.5, 1.0, 2.0)
 def fit(loss_fn, params, split, *, steps, batch_size, learning_rate, seed, mesh, name,
         log_every=500):
   """Adam with cosine decay on `loss_fn(params, batch, rng, step) -> (loss, aux)`."""
-  sharding.check_batch_size(batch_size, mesh, f"teacher.batch_size")
+  sharding.check_batch_size(batch_size, mesh, "teacher.batch_size")
   tx = optax.adam(optax.cosine_decay_schedule(learning_rate, max(steps, 1)))
   repl, data = sharding.replicated(mesh), sharding.batch_sharded(mesh)
 

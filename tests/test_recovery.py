@@ -1,0 +1,193 @@
+"""Interruptions lose nothing: SIGKILL, SIGTERM, corrupt checkpoints, NaNs, eval-only."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from tgt_jax import checkpointing, data, sharding, train
+
+from conftest import digits_config
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+STEPS = 600
+# A run long enough to be interrupted part-way: checkpoints every 50 steps.
+OVERRIDES = {"num_train_steps": STEPS, "checkpoint_every": 50, "log_every": 50,
+             "eval_every": 10**6, "student.model": "mlp", "tgt.method": "tgt_random"}
+
+
+def _config(teacher_dir, **extra):
+  return digits_config("runlocal", **{**OVERRIDES, "teacher.dir": teacher_dir, **extra})
+
+
+def _cli_args(teacher_dir, workdir):
+  flags = [f"--config.{k}={v}" for k, v in {**OVERRIDES, "teacher.dir": teacher_dir}.items()]
+  return [sys.executable, "-m", "tgt_jax.main", "--config=configs/digits.py:runlocal",
+          f"--workdir={workdir}", *flags]
+
+
+def _start(teacher_dir, workdir):
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+  return subprocess.Popen(_cli_args(teacher_dir, workdir), cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_checkpoint(workdir, proc, timeout=300):
+  """Blocks until the run has saved at least one checkpoint (and is still running)."""
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    if os.path.isdir(ckpt_dir) and any(d.isdigit() for d in os.listdir(ckpt_dir)):
+      return
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    time.sleep(0.05)
+  raise TimeoutError("no checkpoint appeared")
+
+
+def _final_params(workdir, config):
+  mesh = sharding.make_mesh()
+  _, _, target, _ = train.init_student(config, data.load("digits"), mesh)
+  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"))
+  state, _ = ckpt.restore(target, STEPS)
+  ckpt.close()
+  return jax.device_get(state.params)
+
+
+def _assert_close(a, b, path="results"):
+  """Equal structure, numbers within 1e-6."""
+  assert type(a) is type(b) or {type(a), type(b)} <= {int, float}, path
+  if isinstance(a, dict):
+    assert set(a) == set(b), path
+    for key in a:
+      _assert_close(a[key], b[key], f"{path}.{key}")
+  elif isinstance(a, list):
+    assert len(a) == len(b), path
+    for i, (x, y) in enumerate(zip(a, b)):
+      _assert_close(x, y, f"{path}[{i}]")
+  elif isinstance(a, float):
+    assert abs(a - b) <= 1e-6 or a == b, (path, a, b)
+  else:
+    assert a == b, (path, a, b)
+
+
+def _comparable(results):
+  return {k: v for k, v in results.items() if k != "wall_time_sec"}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, tiny_teacher_dir):
+  """An uninterrupted run of the same command."""
+  workdir = str(tmp_path_factory.mktemp("reference"))
+  config = _config(tiny_teacher_dir)
+  results = train.train_and_evaluate(config, workdir)
+  return workdir, results, _final_params(workdir, config)
+
+
+def _assert_same_as_reference(workdir, reference, teacher_dir):
+  _, ref_results, ref_params = reference
+  results = json.loads(open(os.path.join(workdir, "results.json")).read())
+  _assert_close(_comparable(results), _comparable(ref_results))
+  params = _final_params(workdir, _config(teacher_dir))
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(ref_params)):
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
+def _restart_to_completion(teacher_dir, workdir):
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+  out = subprocess.run(_cli_args(teacher_dir, workdir), cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  return out
+
+
+def test_sigkill_then_restart_matches_uninterrupted(tmp_path, tiny_teacher_dir, reference):
+  workdir = str(tmp_path)
+  proc = _start(tiny_teacher_dir, workdir)
+  _wait_for_checkpoint(workdir, proc)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert not os.path.exists(os.path.join(workdir, "results.json"))   # really killed mid-way
+  out = _restart_to_completion(tiny_teacher_dir, workdir)
+  assert "Restored student checkpoint at step" in out.stderr
+  _assert_same_as_reference(workdir, reference, tiny_teacher_dir)
+
+
+def test_sigterm_saves_exits_and_resumes(tmp_path, tiny_teacher_dir, reference):
+  workdir = str(tmp_path)
+  proc = _start(tiny_teacher_dir, workdir)
+  _wait_for_checkpoint(workdir, proc)
+  proc.send_signal(signal.SIGTERM)
+  _, stderr = proc.communicate(timeout=300)
+  assert proc.returncode == 143, stderr[-3000:]
+  assert "Preempted: saved step" in stderr
+  saved = int(stderr.split("Preempted: saved step ")[1].split()[0])
+  assert 0 < saved < STEPS
+  assert str(saved) in os.listdir(os.path.join(workdir, "checkpoints"))
+  out = _restart_to_completion(tiny_teacher_dir, workdir)
+  assert f"Restored student checkpoint at step {saved}" in out.stderr
+  _assert_same_as_reference(workdir, reference, tiny_teacher_dir)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "remove_state"])
+def test_corrupt_latest_checkpoint_falls_back_and_is_kept(tmp_path, tiny_teacher_dir, damage):
+  workdir = str(tmp_path)
+  config = _config(tiny_teacher_dir, num_train_steps=100)
+  train.train_and_evaluate(config, workdir)
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  assert sorted(os.listdir(ckpt_dir), key=int) == ["50", "100"]
+  latest = os.path.join(ckpt_dir, "100", "state")
+  if damage == "truncate":
+    for dirpath, _, files in os.walk(latest):
+      for name in files:
+        with open(os.path.join(dirpath, name), "r+b") as f:
+          f.truncate(max(0, os.path.getsize(os.path.join(dirpath, name)) // 3))
+  else:
+    shutil.rmtree(latest)
+  config.num_train_steps = 150
+  results = train.train_and_evaluate(config, workdir)
+  assert results["checkpoint_step"] == 150
+  assert sorted(os.listdir(ckpt_dir), key=int) == ["50", "100", "150"]   # 100 redone from 50
+  assert os.listdir(ckpt_dir + ".quarantine") == ["100"]                  # the bad one is kept
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    steps = [json.loads(l)["step"] for l in f if "train/ce" in l]
+  assert steps == [50, 100, 100, 150]       # resumed from 50, not from 0 and not from 100
+
+
+def test_non_finite_loss_stops_with_message_and_keeps_checkpoints(tmp_path, tiny_teacher_dir):
+  workdir = str(tmp_path)
+  train.train_and_evaluate(_config(tiny_teacher_dir, num_train_steps=50), workdir)
+  ckpt_dir = os.path.join(workdir, "checkpoints", "50")
+  before = {p: os.path.getmtime(os.path.join(dp, p)) for dp, _, fs in os.walk(ckpt_dir) for p in fs}
+  config = _config(tiny_teacher_dir, num_train_steps=150, **{"optimizer.learning_rate": 1e30,
+                                                            "optimizer.warmup_steps": 0})
+  with pytest.raises(FloatingPointError, match=r"Non-finite loss terms \[.*'ce'.*\] at step \d+.*"
+                                               r"Last good checkpoint: step 50"):
+    train.train_and_evaluate(config, workdir)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["50"]
+  after = {p: os.path.getmtime(os.path.join(dp, p)) for dp, _, fs in os.walk(ckpt_dir) for p in fs}
+  assert before == after
+
+
+def test_eval_only_reproduces_the_finished_run(tmp_path, tiny_teacher_dir, reference):
+  ref_workdir, ref_results, _ = reference
+  workdir = str(tmp_path)
+  shutil.copytree(os.path.join(ref_workdir, "checkpoints"), os.path.join(workdir, "checkpoints"))
+  results = train.train_and_evaluate(_config(tiny_teacher_dir, eval_only=True), workdir)
+  assert results["eval_only"] and results["checkpoint_step"] == STEPS
+  assert results["test"] == ref_results["test"]
+  assert results["validation"] == ref_results["validation"]
+  earlier = train.train_and_evaluate(_config(tiny_teacher_dir, eval_only=True, eval_step=550),
+                                     workdir)
+  assert earlier["checkpoint_step"] == 550
+
+
+def test_eval_only_without_checkpoints_is_named(tmp_path, tiny_teacher_dir):
+  with pytest.raises(FileNotFoundError, match="eval_only: no student checkpoint in"):
+    train.train_and_evaluate(_config(tiny_teacher_dir, eval_only=True), str(tmp_path))
