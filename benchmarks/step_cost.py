@@ -46,14 +46,12 @@ if __package__ in (None, ""):     # python benchmarks/step_cost.py
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from tgt_jax import configlib, data, models, sharding, teacher, tgt, train
 from tgt_jax.data import batches, subsets
 
-# As configs/digits.py: the student's optimizer and the real loop's labelled subset.
-OPTIMIZER = dict(name="adam", learning_rate=3e-3, warmup_steps=100, weight_decay=0.0)
+# As configs/digits.py: the schedule's length and the real loop's labelled subset.
 TOTAL_STEPS = 2000
 LABELS_PER_CLASS = 5
 SEED = 0
@@ -177,7 +175,7 @@ def measure(args):
   teacher_fns = teacher.as_functions(meta)
 
   student = models.classifier(args.student, dataset.num_classes)
-  tx = train.make_optimizer(ml_collections.ConfigDict(OPTIMIZER), TOTAL_STEPS)
+  tx = train.make_optimizer(configlib.digits_optimizer(), TOTAL_STEPS)
   params = jax.device_get(student.init(jax.random.key(SEED),
                                        jnp.zeros((1, *dataset.image_shape), jnp.float32)))
   rows = batches.batch_rows(len(train_split), args.batch_size, SEED, 0)

@@ -7,10 +7,15 @@ and cached in WORKDIR/teacher, see digits_teacher.py) explores around them.
 Command (2 CPU cores):
   python -m tgt_jax.main --config=configs/digits.py --workdir=/tmp/tgt_digits
 Variants: --config=configs/digits.py:runlocal (a few steps, smoke test);
-  --config.tgt.method=ce|kd|tgt_random|tgt_prior|tgt_gradient|tgt_gradient_input;
+  --config.method=ce|kd|tgt_random|tgt_prior|tgt_gradient|tgt_gradient_input;
   --config.data.labels_per_class=10; --config.data.labels_per_class=0 --config.data.imbalance=50.
 
-Measured: see the results table in README.md (filled in from real runs).
+Measured (2 CPU cores, jax 0.10.2; balanced test accuracy on the 359-image test split):
+  the command above, from an empty workdir: 128 s in all (teacher 115 s + student),
+  tgt_random 96.9% (seed 0); --config.method=ce 81.0%, kd 81.8%.
+  Seeds 0-2, same teacher: ce 85.4±3.8, kd 86.2±3.8, tgt_random 97.3±0.4,
+  tgt_prior 97.1±0.4, tgt_gradient 97.3±0.2, tgt_gradient_input 97.3±0.3.
+  :runlocal takes ~30 s (mostly start-up and compilation).
 """
 
 import ml_collections
@@ -32,13 +37,13 @@ def get_config(arg=None):
   ))
   config.student = ml_collections.ConfigDict(dict(model="cnn_small"))
   config.teacher = configlib.digits_teacher(arg.runlocal)
-  config.tgt = configlib.tgt_defaults(arg.method)
+  config.method = arg.method     # ce | kd | tgt_random | tgt_prior | tgt_gradient | tgt_gradient_input
+  config.tgt = configlib.tgt_defaults()
 
   config.batch_size = 64          # global; must divide by the device count
   config.eval_batch_size = 128
   config.num_train_steps = 2000
-  config.optimizer = ml_collections.ConfigDict(dict(
-      name="adam", learning_rate=3e-3, warmup_steps=100, weight_decay=0.0))
+  config.optimizer = configlib.digits_optimizer()
 
   config.log_every = 100
   config.eval_every = 500

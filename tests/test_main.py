@@ -18,7 +18,7 @@ def _run(*args, cwd=ROOT):
 
 def test_cli_runs_with_overrides(tmp_path, tiny_teacher_dir):
   out = _run("--config=configs/digits.py:runlocal", f"--workdir={tmp_path}",
-             "--config.tgt.method=kd", f"--config.teacher.dir={tiny_teacher_dir}",
+             "--config.method=kd", f"--config.teacher.dir={tiny_teacher_dir}",
              "--config.num_train_steps=4")
   assert out.returncode == 0, out.stderr[-3000:]
   results = json.loads((tmp_path / "results.json").read_text())

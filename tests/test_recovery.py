@@ -20,7 +20,7 @@ ROOT = os.path.join(os.path.dirname(__file__), "..")
 STEPS = 600
 # A run long enough to be interrupted part-way: checkpoints every 50 steps.
 OVERRIDES = {"num_train_steps": STEPS, "checkpoint_every": 50, "log_every": 50,
-             "eval_every": 10**6, "student.model": "mlp", "tgt.method": "tgt_random"}
+             "eval_every": 10**6, "student.model": "mlp", "method": "tgt_random"}
 
 
 def _config(teacher_dir, **extra):

@@ -19,7 +19,7 @@ def _results(workdir):
 def test_end_to_end_teacher_and_student_on_eight_devices(tmp_path):
   """From nothing: trains the teacher, then the TGT student; writes everything a user reads."""
   workdir = str(tmp_path / "run")
-  config = digits_config("runlocal", **{"tgt.method": "tgt_gradient"})
+  config = digits_config("runlocal", **{"method": "tgt_gradient"})
   results = train.train_and_evaluate(config, workdir)
   assert results["num_devices"] == 8
   on_disk = _results(workdir)
@@ -59,7 +59,7 @@ def test_rerun_resumes_from_the_workdir(tmp_path, tiny_teacher_dir):
 
 @pytest.mark.parametrize("method", ["ce", "kd", "tgt_prior", "tgt_gradient_input"])
 def test_every_method_runs(tmp_path, tiny_teacher_dir, method):
-  config = digits_config("runlocal", **{"tgt.method": method, "teacher.dir": tiny_teacher_dir,
+  config = digits_config("runlocal", **{"method": method, "teacher.dir": tiny_teacher_dir,
                                         "student.model": "mlp", "num_train_steps": 3})
   results = train.train_and_evaluate(config, str(tmp_path))
   assert results["method"] == method
@@ -90,7 +90,7 @@ def test_teacher_job_writes_report(tmp_path):
 
 
 @pytest.mark.parametrize("overrides,match", [
-    ({"tgt.method": "magic"}, "Unknown method 'magic'"),
+    ({"method": "magic"}, "Unknown method 'magic'"),
     ({"student.model": "resnet9000"}, "Unknown classifier model name 'resnet9000'"),
     ({"teacher.generator": "gan"}, "Unknown generator model name 'gan'"),
     ({"tgt.sigma": -1.0}, "sigma must be >= 0, got -1.0"),
@@ -127,6 +127,6 @@ def test_full_digits_tgt_beats_ce(tmp_path):
   teacher_dir = str(tmp_path / "teacher")
   accuracy = {}
   for method in ("tgt_random", "ce"):
-    config = digits_config(None, **{"tgt.method": method, "teacher.dir": teacher_dir})
+    config = digits_config(None, **{"method": method, "teacher.dir": teacher_dir})
     accuracy[method] = train.train_and_evaluate(config, str(tmp_path / method))["test_accuracy"]
   assert accuracy["tgt_random"] > accuracy["ce"] + 0.05, accuracy

@@ -53,8 +53,14 @@ def digits_teacher(runlocal=False):
   return t
 
 
-def tgt_defaults(method="tgt_random"):
-  """The TGT step's hyper-parameters (see tgt.TGTConfig for their meaning)."""
+def digits_optimizer():
+  """The digits student's optimizer (shared by configs/digits.py and benchmarks)."""
+  return ml_collections.ConfigDict(dict(name="adam", learning_rate=3e-3, warmup_steps=100,
+                                        weight_decay=0.0))
+
+
+def tgt_defaults():
+  """The TGT step's hyper-parameters (see tgt.TGTConfig; the method is config.method)."""
   return ml_collections.ConfigDict(dict(
-      method=method, sigma=1.0, eta=1.0, steps=1, epsilon=float("inf"), num_samples=1,
+      sigma=1.0, eta=1.0, steps=1, epsilon=float("inf"), num_samples=1,
       alpha=1.0, lam=1.0, temperature=1.0, ce_weight=1.0))

@@ -33,7 +33,7 @@ class TrainState:
 
 
 def tgt_config(config):
-  return tgt.TGTConfig(**config.tgt.to_dict())
+  return tgt.TGTConfig(method=config.method, **config.tgt.to_dict())
 
 
 def make_optimizer(ocfg, total_steps):
@@ -246,7 +246,8 @@ def run_student_job(config, workdir):
                "num_labelled": len(labelled), "class_groups": groups},
       "test_accuracy": test["balanced_accuracy"],
       "test": test, "validation": val,
-      "num_train_steps": config.num_train_steps, "batch_size": config.batch_size, "tgt": config.tgt.to_dict(),
+      "num_train_steps": config.num_train_steps, "batch_size": config.batch_size,
+      "tgt": config.tgt.to_dict(),
       "teacher_dir": teacher_dir(config, workdir) if needs_teacher else None,
       "teacher_report": (teacher_meta or {}).get("report"),
       "num_devices": int(mesh.devices.size), "wall_time_sec": time.time() - start_time,
