@@ -94,12 +94,29 @@ def load(directory, image_shape, num_classes, latent_dim=None, mesh=None):
   abstract = jax.tree.map(
       lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=target),
       jax.eval_shape(lambda: init_params(meta, jax.random.key(0))))
-  try:
-    with ocp.StandardCheckpointer() as ckptr:
-      params = ckptr.restore(epath.Path(directory) / PARAMS_DIR, abstract)
-  except (ValueError, KeyError, FileNotFoundError) as e:
-    raise ValueError(
-        f"Teacher parameters in {os.fspath(directory)!r} do not match the models named in "
-        f"{META_FILE} (generator {meta['generator']!r}, labeler {meta['labeler']!r}, "
-        f"latent {meta['latent_dim']}, image {tuple(meta['image_shape'])}): {e}") from e
+  path = epath.Path(directory) / PARAMS_DIR
+  with ocp.StandardCheckpointer() as ckptr:
+    if not path.exists():
+      raise FileNotFoundError(f"Teacher at {os.fspath(directory)!r} has {META_FILE} but no "
+                              f"{PARAMS_DIR}/: it is incomplete; train it again.")
+    _check_same_shapes(abstract, ckptr.metadata(path).item_metadata, meta, directory)
+    params = ckptr.restore(path, abstract)
   return meta, params
+
+
+def _shapes(tree):
+  return {jax.tree_util.keystr(k): tuple(v.shape)
+          for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _check_same_shapes(expected_tree, found_tree, meta, directory):
+  """A checkpoint of another model: name the first parameter that differs, both ways."""
+  expected, found = _shapes(expected_tree), _shapes(found_tree)
+  models_named = (f"generator {meta['generator']!r}, labeler {meta['labeler']!r}, latent "
+                  f"{meta['latent_dim']}, image {tuple(meta['image_shape'])}")
+  for name in sorted(expected.keys() | found.keys()):
+    if expected.get(name) != found.get(name):
+      raise ValueError(
+          f"Teacher parameters in {os.fspath(directory)!r} do not match the models named in "
+          f"{META_FILE} ({models_named}): parameter {name} expected shape "
+          f"{expected.get(name, 'absent')}, found {found.get(name, 'absent')}.")
