@@ -14,6 +14,8 @@ INSTALL_REQUIRES = [
     # tensorflow-datasets does not install TensorFlow; tf.data, tf.summary
     # (TensorBoard) and PNG encoding need it.
     "tensorflow-cpu>=2.21,<2.22",
+    # tf.summary needs TensorBoard installed; tensorflow-cpu 2.21 no longer pulls it in.
+    "tensorboard>=2.21,<2.22",
     "ml-collections>=1.1.0,<1.2",
     "chex>=0.1.92,<0.2",
     "absl-py>=2.5.1,<3",
