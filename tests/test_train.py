@@ -45,6 +45,16 @@ def test_end_to_end_teacher_and_student_on_eight_devices(tmp_path):
     assert key in logged, key
 
 
+def test_relative_workdir_and_teacher_dir(tmp_path, monkeypatch):
+  """The README's command uses a relative workdir; orbax itself only takes absolute paths."""
+  monkeypatch.chdir(tmp_path)
+  config = digits_config("runlocal", **{"teacher.dir": "rel_teacher", "num_train_steps": 3})
+  train.train_and_evaluate(config, "rel/run")
+  assert (tmp_path / "rel" / "run" / "results.json").exists()
+  assert (tmp_path / "rel_teacher" / "teacher.json").exists()
+  assert (tmp_path / "rel" / "run" / "checkpoints" / "3").exists()
+
+
 def test_rerun_resumes_from_the_workdir(tmp_path, tiny_teacher_dir):
   workdir = str(tmp_path / "run")
   config = digits_config("runlocal", **{"teacher.dir": tiny_teacher_dir})

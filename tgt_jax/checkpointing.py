@@ -12,6 +12,7 @@ truncated file, a missing directory) is reported and moved to
 """
 
 import logging
+import os
 import signal
 import time
 
@@ -21,10 +22,16 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 
+def absolute(path):
+  """orbax refuses relative paths: resolve local ones against the working directory."""
+  path = epath.Path(path)
+  return path if "://" in str(path) or path.is_absolute() else epath.Path(os.path.abspath(path))
+
+
 class Checkpointer:
 
   def __init__(self, directory, max_to_keep=3, async_save=True):
-    self.directory = epath.Path(directory)
+    self.directory = absolute(directory)
     self.quarantine = self.directory.parent / (self.directory.name + ".quarantine")
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                            enable_async_checkpointing=async_save)

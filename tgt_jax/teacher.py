@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from etils import epath
 
-from tgt_jax import models, sharding, tgt
+from tgt_jax import checkpointing, models, sharding, tgt
 
 META_FILE = "teacher.json"
 PARAMS_DIR = "params"
@@ -53,7 +53,7 @@ def exists(directory):
 
 def save(directory, meta, params):
   """Writes params (orbax, synchronous) and then teacher.json, so JSON ⇒ complete."""
-  directory = epath.Path(directory)
+  directory = checkpointing.absolute(directory)
   directory.mkdir(parents=True, exist_ok=True)
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save(directory / PARAMS_DIR, params, force=True)
@@ -94,7 +94,7 @@ def load(directory, image_shape, num_classes, latent_dim=None, mesh=None):
   abstract = jax.tree.map(
       lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=target),
       jax.eval_shape(lambda: init_params(meta, jax.random.key(0))))
-  path = epath.Path(directory) / PARAMS_DIR
+  path = checkpointing.absolute(directory) / PARAMS_DIR
   with ocp.StandardCheckpointer() as ckptr:
     if not path.exists():
       raise FileNotFoundError(f"Teacher at {os.fspath(directory)!r} has {META_FILE} but no "
