@@ -29,8 +29,8 @@ module E, G or T applied to one example counts 1): T(x) on the real example when
 α > 0; when λ > 0, E(x) once (not tgt_prior), then G and T on its m synthetic samples;
 each ascent step of tgt_gradient adds m passes of G and of T (a forward and backward
 through G, T and the student), each of tgt_gradient_input m passes of T. So with α, λ > 0:
-ce 0, kd 1, tgt_random 2+2m, tgt_prior 1+2m, tgt_gradient 2+2m(k+1), tgt_gradient_input
-2+m(k+2). Backward passes through the teacher are reported apart (JSON) and show in the FLOPs.
+ce 0, kd 1, kd_mixup and kd_transfer 1+m (no E or G), tgt_random 2+2m, tgt_prior 1+2m,
+tgt_gradient 2+2m(k+1), tgt_gradient_input 2+m(k+2). Backward passes through the teacher are reported apart (JSON) and show in the FLOPs.
 """
 
 import argparse
@@ -39,6 +39,7 @@ import os
 import statistics
 import sys
 import time
+import types
 
 if __package__ in (None, ""):     # python benchmarks/step_cost.py
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -49,7 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tgt_jax import configlib, data, models, sharding, teacher, tgt, train
-from tgt_jax.data import batches, subsets
+from tgt_jax.data import subsets
 
 # As configs/digits.py: the schedule's length and the real loop's labelled subset.
 TOTAL_STEPS = 2000
@@ -83,9 +84,10 @@ def teacher_passes(cfg):
   m, k = cfg.num_samples, cfg.steps
   n = {"E": 0, "G": 0, "T": int(cfg.alpha_eff > 0), "backward_G": 0, "backward_T": 0}
   if cfg.lam_eff > 0:
+    n["T"] += m
+  if cfg.lam_eff > 0 and cfg.needs_generator:
     n["E"] = int(cfg.method != "tgt_prior")
     n["G"] += m
-    n["T"] += m
     if cfg.method == "tgt_gradient":
       n["G"] += k * m
       n["T"] += k * m
@@ -119,7 +121,8 @@ def time_steps(step, state, tparams, batch, rng, warmup, steps):
   return state, times
 
 
-def input_wait(step, state, tparams, labelled, batch_size, mesh, rng, steps, repeats=3):
+def input_wait(step, cfg, state, tparams, labelled, unlabelled, batch_size, mesh, rng, steps,
+               repeats=3):
   """Share of the real loop's wall time lost to input: 1 − T(one prebuilt batch) / T(real input).
 
   The loop is train.run_student_job's (batch rows → numpy indexing → to_global →
@@ -128,12 +131,10 @@ def input_wait(step, state, tparams, labelled, batch_size, mesh, rng, steps, rep
   prebuilt batch instead. They alternate `repeats` times and each keeps its fastest,
   to shed interference from other processes; noise below 0 reads as 0.
   """
-  local = sharding.process_rows(batch_size)
+  loop_config = types.SimpleNamespace(batch_size=batch_size, seed=SEED)
 
   def make_batch(i):
-    rows = batches.batch_rows(len(labelled), batch_size, SEED, i)[local]
-    return sharding.to_global(mesh, {"image": labelled.images[rows],
-                                     "label": labelled.labels[rows]})
+    return sharding.to_global(mesh, train.make_batch(loop_config, cfg, labelled, unlabelled, i))
 
   fixed = jax.block_until_ready(make_batch(0))
 
@@ -178,10 +179,7 @@ def measure(args):
   tx = train.make_optimizer(configlib.digits_optimizer(), TOTAL_STEPS)
   params = jax.device_get(student.init(jax.random.key(SEED),
                                        jnp.zeros((1, *dataset.image_shape), jnp.float32)))
-  rows = batches.batch_rows(len(train_split), args.batch_size, SEED, 0)
-  rows = rows[sharding.process_rows(args.batch_size)]
-  batch = sharding.to_global(mesh, {"image": train_split.images[rows],
-                                    "label": train_split.labels[rows]})
+  first_batch = types.SimpleNamespace(batch_size=args.batch_size, seed=SEED)
   rng = jax.random.key(1)
   devices = int(mesh.devices.size)
 
@@ -189,12 +187,14 @@ def measure(args):
   for method in args.methods:
     cfg = tgt.TGTConfig(method=method, steps=args.gradient_steps, num_samples=args.num_samples)
     step = train.make_train_step(student.apply, tx, cfg, teacher_fns, mesh)
+    batch = sharding.to_global(mesh, train.make_batch(first_batch, cfg, train_split, train_split,
+                                                      0))
     # A fresh host copy each time: the step donates (invalidates) the state it is given.
     state = sharding.replicate(mesh, train.TrainState(np.int32(0), params, tx.init(params)))
     flops = xla_flops(step, state, tparams, batch, rng) * devices
     state, times = time_steps(step, state, tparams, batch, rng, args.warmup, args.steps)
-    state, wait = input_wait(step, state, tparams, labelled, args.batch_size, mesh, rng,
-                             args.steps)
+    state, wait = input_wait(step, cfg, state, tparams, labelled, train_split, args.batch_size,
+                             mesh, rng, args.steps)
     median = statistics.median(times)
     passes = teacher_passes(cfg)
     results.append({

@@ -7,7 +7,8 @@ and cached in WORKDIR/teacher, see digits_teacher.py) explores around them.
 Command (2 CPU cores):
   python -m tgt_jax.main --config=configs/digits.py --workdir=/tmp/tgt_digits
 Variants: --config=configs/digits.py:runlocal (a few steps, smoke test);
-  --config.method=ce|kd|tgt_random|tgt_prior|tgt_gradient|tgt_gradient_input;
+  --config.method=ce|kd|kd_mixup|kd_transfer|tgt_random|tgt_prior|tgt_gradient|
+  tgt_gradient_input; --config.data.augment=none|shift|flip_shift;
   --config.data.labels_per_class=10; --config.data.labels_per_class=0 --config.data.imbalance=50.
 
 Measured (2 CPU cores, jax 0.10.2; balanced test accuracy on the 359-image test split):
@@ -34,10 +35,11 @@ def get_config(arg=None):
       labels_per_class=5,       # 0 → use `imbalance` (or the whole train split if both are 0)
       imbalance=0.0,            # ρ: head/tail class-size ratio of a long-tailed subset
       head_count=0,             # long-tail head class size; 0 → the smallest class's size
+      augment="none",           # none | shift | flip_shift (teacher and student see the same)
   ))
   config.student = ml_collections.ConfigDict(dict(model="cnn_small"))
   config.teacher = configlib.digits_teacher(arg.runlocal)
-  config.method = arg.method     # ce | kd | tgt_random | tgt_prior | tgt_gradient | tgt_gradient_input
+  config.method = arg.method     # one of tgt.METHODS: ce, kd, kd_mixup, kd_transfer, tgt_*
   config.tgt = configlib.tgt_defaults()
 
   config.batch_size = 64          # global; must divide by the device count

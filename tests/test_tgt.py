@@ -83,13 +83,39 @@ def test_random_and_prior_latents():
 def test_synthesize_shapes_ranges_and_determinism(setup, method):
   teacher_fns, params, student_apply, student_params, images = setup
   cfg = tgt.TGTConfig(method=method, num_samples=3, steps=2, eta=0.5)
+  transfer = images[::-1].repeat(3, axis=0)       # kd_transfer's unlabelled real images
   run = lambda key: tgt.synthesize(key, cfg, teacher_fns, params, student_apply, student_params,
-                                   images)
+                                   images, transfer)
   x_syn = run(jax.random.key(5))
   assert x_syn.shape == (3 * images.shape[0], 8, 8, 1)
   assert float(x_syn.min()) >= 0.0 and float(x_syn.max()) <= 1.0
   np.testing.assert_array_equal(x_syn, run(jax.random.key(5)))
-  assert not np.array_equal(x_syn, run(jax.random.key(6)))
+  if method == "kd_transfer":
+    np.testing.assert_array_equal(x_syn, transfer)
+  else:
+    assert not np.array_equal(x_syn, run(jax.random.key(6)))
+
+
+def test_kd_transfer_without_transfer_images_is_a_clear_error(setup):
+  teacher_fns, params, student_apply, student_params, images = setup
+  cfg = tgt.TGTConfig(method="kd_transfer")
+  with pytest.raises(ValueError, match="batch\\['transfer'\\]"):
+    tgt.synthesize(jax.random.key(0), cfg, teacher_fns, params, student_apply, student_params,
+                   images)
+
+
+def test_mixup_mixes_pairs_of_the_batch():
+  # Example i is the constant image i: a mix is constant at a value between two of them.
+  images = jnp.arange(16, dtype=jnp.float32)[:, None, None, None] * jnp.ones((16, 8, 8, 1))
+  mixed = np.asarray(tgt.mixup(jax.random.key(0), images, num_samples=2))
+  assert mixed.shape == (32, 8, 8, 1)
+  np.testing.assert_allclose(mixed.min(axis=(1, 2, 3)), mixed.max(axis=(1, 2, 3)))
+  source = np.repeat(np.arange(16.0), 2)
+  assert np.all(mixed[:, 0, 0, 0] >= 0) and np.all(mixed[:, 0, 0, 0] <= 15)
+  assert np.mean(np.abs(mixed[:, 0, 0, 0] - source)) > 0.5     # really mixed, not copies
+  partner = source[::-1]
+  lo, hi = np.minimum(source, partner), np.maximum(source, partner)
+  assert np.all(mixed[:, 0, 0, 0] >= lo - 1e-6) and np.all(mixed[:, 0, 0, 0] <= hi + 1e-6)
 
 
 def test_loss_terms_per_method(setup):

@@ -67,10 +67,13 @@ def test_rerun_resumes_from_the_workdir(tmp_path, tiny_teacher_dir):
   assert second["num_train_steps"] == 9 and first["num_train_steps"] == 6
 
 
-@pytest.mark.parametrize("method", ["ce", "kd", "tgt_prior", "tgt_gradient_input"])
-def test_every_method_runs(tmp_path, tiny_teacher_dir, method):
+@pytest.mark.parametrize("method,augment", [
+    ("ce", "none"), ("kd", "shift"), ("kd_mixup", "none"), ("kd_transfer", "flip_shift"),
+    ("tgt_prior", "none"), ("tgt_gradient_input", "shift")])
+def test_every_method_runs(tmp_path, tiny_teacher_dir, method, augment):
   config = digits_config("runlocal", **{"method": method, "teacher.dir": tiny_teacher_dir,
-                                        "student.model": "mlp", "num_train_steps": 3})
+                                        "student.model": "mlp", "num_train_steps": 3,
+                                        "data.augment": augment})
   results = train.train_and_evaluate(config, str(tmp_path))
   assert results["method"] == method
   assert (results["teacher_dir"] is None) == (method == "ce")   # CE never needs a teacher
@@ -111,6 +114,7 @@ def test_teacher_job_writes_report(tmp_path):
     ({"data.name": "mnist_typo"}, "Unknown dataset name 'mnist_typo'"),
     ({"job": "distill"}, "Unknown job 'distill'"),
     ({"optimizer.name": "adagrad"}, "Unknown optimizer name 'adagrad'"),
+    ({"data.augment": "rotate"}, "Unknown augment 'rotate'"),
 ])
 def test_bad_input_is_named(tmp_path, tiny_teacher_dir, overrides, match):
   config = digits_config("runlocal", **{"teacher.dir": tiny_teacher_dir, **overrides})
@@ -140,3 +144,17 @@ def test_full_digits_tgt_beats_ce(tmp_path):
     config = digits_config(None, **{"method": method, "teacher.dir": teacher_dir})
     accuracy[method] = train.train_and_evaluate(config, str(tmp_path / method))["test_accuracy"]
   assert accuracy["tgt_random"] > accuracy["ce"] + 0.05, accuracy
+
+
+def test_kd_transfer_batches_unlabelled_train_images(digits):
+  config = digits_config("runlocal", **{"method": "kd_transfer", "tgt.num_samples": 2})
+  cfg = train.tgt_config(config)
+  labelled, _ = train.student_subset(config, digits.splits["train"], digits.num_classes)
+  batch = train.make_batch(config, cfg, labelled, digits.splits["train"], step=0)
+  assert batch["image"].shape[0] == config.batch_size
+  assert batch["transfer"].shape == (2 * config.batch_size, 8, 8, 1)
+  # Drawn from the whole train split, not only the 50 labelled images.
+  labelled_set = {im.tobytes() for im in labelled.images}
+  assert sum(im.tobytes() not in labelled_set for im in batch["transfer"]) > config.batch_size
+  again = train.make_batch(config, cfg, labelled, digits.splits["train"], step=0)
+  np.testing.assert_array_equal(batch["transfer"], again["transfer"])

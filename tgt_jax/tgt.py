@@ -21,8 +21,15 @@ import jax.numpy as jnp
 
 from tgt_jax import losses
 
-METHODS = ("ce", "kd", "tgt_random", "tgt_prior", "tgt_gradient", "tgt_gradient_input")
-SYNTHETIC_METHODS = METHODS[2:]
+# The generator explores: x' = G(z').
+EXPLORATION_METHODS = ("tgt_random", "tgt_prior", "tgt_gradient", "tgt_gradient_input")
+# Distillation baselines that fill the same λ-term with x' made without a generator:
+# kd_mixup mixes the batch with itself (teacher and student see the same mixed images,
+# "consistent" as in Beyer et al. 2022); kd_transfer takes real unlabelled images from
+# batch["transfer"] (the classic large transfer set: the ceiling TGT is measured against).
+REAL_TRANSFER_METHODS = ("kd_mixup", "kd_transfer")
+SYNTHETIC_METHODS = REAL_TRANSFER_METHODS + EXPLORATION_METHODS
+METHODS = ("ce", "kd") + SYNTHETIC_METHODS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +72,10 @@ class TGTConfig:
   @property
   def uses_synthetic(self):
     return self.method in SYNTHETIC_METHODS
+
+  @property
+  def needs_generator(self):
+    return self.method in EXPLORATION_METHODS
 
   @property
   def alpha_eff(self):
@@ -122,8 +133,26 @@ def ascend(discrepancy, start, center, eta, steps, radius, clip=None):
   return v
 
 
-def synthesize(rng, cfg, teacher, teacher_params, student_apply, student_params, x):
+def mixup(rng, x, num_samples):
+  """m mixes per example of x, each with weight w ~ U(0, 1): w·x_i + (1 − w)·x_{n−1−i}.
+
+  The partner is the batch reversed: batches are random draws, so pairs are random,
+  and a reversal (unlike a gather) keeps the batch's sharding as it is.
+  """
+  x = jnp.repeat(x, num_samples, axis=0)
+  weight = jax.random.uniform(rng, (x.shape[0],) + (1,) * (x.ndim - 1), x.dtype)
+  return weight * x + (1 - weight) * x[::-1]
+
+
+def synthesize(rng, cfg, teacher, teacher_params, student_apply, student_params, x,
+               transfer=None):
   """x' for the method in `cfg`: m synthetic inputs per real input (stop-gradient)."""
+  if cfg.method == "kd_transfer":
+    if transfer is None:
+      raise ValueError("kd_transfer needs the unlabelled images in batch['transfer'].")
+    return transfer
+  if cfg.method == "kd_mixup":
+    return jax.lax.stop_gradient(mixup(rng, x, cfg.num_samples))
   m = cfg.num_samples
   teacher_params = jax.lax.stop_gradient(teacher_params)
   student_params = jax.lax.stop_gradient(student_params)
@@ -178,6 +207,6 @@ def teacher_targets(rng, cfg, teacher, teacher_params, student_apply, student_pa
     teacher_logits = teacher.label(teacher_params, batch["image"])
   if cfg.lam_eff > 0:
     x_syn = synthesize(rng, cfg, teacher, teacher_params, student_apply, student_params,
-                       batch["image"])
+                       batch["image"], batch.get("transfer"))
     teacher_logits_syn = teacher.label(teacher_params, x_syn)
   return jax.lax.stop_gradient((teacher_logits, x_syn, teacher_logits_syn))

@@ -20,9 +20,11 @@ from etils import epath
 
 from tgt_jax import (checkpointing, data, evaluation, losses, metrics, models, sharding, teacher,
                      tgt, train_teacher)
-from tgt_jax.data import batches, subsets
+from tgt_jax.data import augment, batches, subsets
 
 JOBS = ("student", "teacher")
+_AUGMENT_STREAM = 2 ** 20     # fold_in index of the augmentation key: apart from TGT's own key
+_TRANSFER_STREAM = 7919       # seed offset of kd_transfer's unlabelled batches
 
 
 @flax.struct.dataclass
@@ -47,11 +49,22 @@ def make_optimizer(ocfg, total_steps):
   raise ValueError(f"Unknown optimizer name {ocfg.name!r}; known: ['adam', 'sgd'].")
 
 
-def make_train_step(student_apply, tx, cfg, teacher_fns, mesh):
+def augment_batch(name, rng, batch, fill):
+  """The real images (and the transfer set's) augmented; the same key gives the same images."""
+  if name == "none":
+    return batch
+  out = dict(batch)
+  for i, key in enumerate(k for k in ("image", "transfer") if k in batch):
+    out[key] = augment.augment(name, jax.random.fold_in(rng, i), batch[key], fill)
+  return out
+
+
+def make_train_step(student_apply, tx, cfg, teacher_fns, mesh, augment_name="none", fill=0.0):
   """The jitted, sharded TGT update: (state, teacher_params, batch, rng) → (state, terms)."""
 
   def train_step(state, teacher_params, batch, rng):
     rng = jax.random.fold_in(rng, state.step)
+    batch = augment_batch(augment_name, jax.random.fold_in(rng, _AUGMENT_STREAM), batch, fill)
     targets = tgt.teacher_targets(rng, cfg, teacher_fns, teacher_params, student_apply,
                                   state.params, batch)
     (_, terms), grads = jax.value_and_grad(tgt.tgt_loss, has_aux=True)(
@@ -67,7 +80,8 @@ def make_train_step(student_apply, tx, cfg, teacher_fns, mesh):
                  out_shardings=(repl, repl), donate_argnums=(0,))
 
 
-def make_probe(student_apply, cfg, teacher_fns, mesh, grid_examples):
+def make_probe(student_apply, cfg, teacher_fns, mesh, grid_examples, augment_name="none",
+               fill=0.0):
   """Exploration diagnostics for logging steps, reproducing the step's own x' (same key).
 
   Kept out of the train step so it costs nothing on the other steps.
@@ -75,8 +89,10 @@ def make_probe(student_apply, cfg, teacher_fns, mesh, grid_examples):
 
   def probe(state, teacher_params, batch, rng):
     rng = jax.random.fold_in(rng, state.step)
+    batch = augment_batch(augment_name, jax.random.fold_in(rng, _AUGMENT_STREAM), batch, fill)
     x = batch["image"]
-    x_syn = tgt.synthesize(rng, cfg, teacher_fns, teacher_params, student_apply, state.params, x)
+    x_syn = tgt.synthesize(rng, cfg, teacher_fns, teacher_params, student_apply, state.params, x,
+                           batch.get("transfer"))
     x_rec = teacher_fns.decode(teacher_params, teacher_fns.encode(teacher_params, x))
 
     def discrepancy(images):
@@ -113,6 +129,7 @@ def validate_config(config):
                        f"known: {sorted(models.CLASSIFIERS)}.")
   if config.job == "student":
     tgt_config(config)   # validates method, σ, η, k, ε, m, τ
+    augment.check(config.data.augment)
     if config.num_train_steps < 0:
       raise ValueError(f"num_train_steps must be >= 0, got {config.num_train_steps}.")
     for key in ("log_every", "eval_every", "checkpoint_every"):
@@ -227,7 +244,8 @@ def run_student_job(config, workdir):
       state = restored[0] if restored else state
     if not config.eval_only:
       state = _train_loop(config, cfg, workdir, mesh, student, tx, state, teacher_meta,
-                          teacher_params, labelled, ckpt, evaluate, step_key)
+                          teacher_params, labelled, dataset.splits["train"], ckpt, evaluate,
+                          step_key)
   finally:
     ckpt.close()
   total = int(state.step)
@@ -256,22 +274,36 @@ def run_student_job(config, workdir):
   return results
 
 
+def make_batch(config, cfg, labelled, unlabelled, step):
+  """This process's rows of step `step`'s batch: a function of (seed, step) only.
+
+  kd_transfer adds m unlabelled train images per real one, from their own stream.
+  """
+  rows = batches.batch_rows(len(labelled), config.batch_size, config.seed, step)
+  rows = rows[sharding.process_rows(config.batch_size)]
+  batch = {"image": labelled.images[rows], "label": labelled.labels[rows]}
+  if cfg.method == "kd_transfer":
+    size = config.batch_size * cfg.num_samples
+    rows = batches.batch_rows(len(unlabelled), size, config.seed + _TRANSFER_STREAM, step)
+    batch["transfer"] = unlabelled.images[rows[sharding.process_rows(size)]]
+  return batch
+
+
 def _train_loop(config, cfg, workdir, mesh, student, tx, state, teacher_meta, teacher_params,
-                labelled, ckpt, evaluate, step_key):
+                labelled, unlabelled, ckpt, evaluate, step_key):
   """Steps from state.step to num_train_steps; returns the final state (saved)."""
   teacher_fns = teacher.as_functions(teacher_meta) if teacher_meta else None
-  train_step = make_train_step(student.apply, tx, cfg, teacher_fns, mesh)
-  probe = (make_probe(student.apply, cfg, teacher_fns, mesh, config.grid_examples)
-           if cfg.uses_synthetic else None)
+  fill = float(unlabelled.images.min())      # the background of digits (pixel_range's low end)
+  train_step = make_train_step(student.apply, tx, cfg, teacher_fns, mesh, config.data.augment,
+                               fill)
+  probe = (make_probe(student.apply, cfg, teacher_fns, mesh, config.grid_examples,
+                      config.data.augment, fill) if cfg.uses_synthetic else None)
   first_step, total = int(state.step), config.num_train_steps
   writer = metrics.MetricWriter(workdir)
   progress = metrics.Progress(total, first_step)
-  local = sharding.process_rows(config.batch_size)
   with checkpointing.PreemptionWatch() as preemption:
     for step in range(first_step, total):
-      rows = batches.batch_rows(len(labelled), config.batch_size, config.seed, step)[local]
-      batch = sharding.to_global(mesh, {"image": labelled.images[rows],
-                                        "label": labelled.labels[rows]})
+      batch = sharding.to_global(mesh, make_batch(config, cfg, labelled, unlabelled, step))
       is_log_step = (step + 1) % config.log_every == 0 or step + 1 == total
       is_save_step = (step + 1) % config.checkpoint_every == 0 or step + 1 == total
       if is_log_step and probe is not None:
