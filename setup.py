@@ -33,5 +33,7 @@ setuptools.setup(
     python_requires=">=3.11",
     packages=setuptools.find_packages(include=["tgt_jax", "tgt_jax.*"]),
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": ["pytest>=8", "pytest-xdist>=3"]},
+    # matplotlib draws the sample-efficiency benchmark's plot (its smoke test runs in CI).
+    extras_require={"test": ["pytest>=8", "pytest-xdist>=3", "matplotlib>=3.11,<3.12"],
+                    "bench": ["matplotlib>=3.11,<3.12"]},
 )

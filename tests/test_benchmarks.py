@@ -1,9 +1,10 @@
-"""The step-cost benchmark runs end to end in its smallest setting and its numbers make sense."""
+"""Both benchmarks run end to end in their smallest setting, and their outputs make sense."""
 
+import csv
 import json
 import math
 
-from benchmarks import step_cost
+from benchmarks import sample_efficiency, se_report, step_cost
 
 
 def test_step_cost_smallest_setting(tmp_path, capsys):
@@ -20,6 +21,56 @@ def test_step_cost_smallest_setting(tmp_path, capsys):
   assert flops["tgt_gradient"] > flops["kd"] > flops["ce"]
   passes = {r["method"]: r["teacher_forward_passes_per_example"] for r in rows}
   assert passes == {"ce": 0, "kd": 1, "tgt_gradient": 6}   # m = k = 1: 2 + 2m(k + 1)
+  assert step_cost.teacher_passes(step_cost.tgt.TGTConfig(method="kd_mixup"))["forward"] == 2
   printed = capsys.readouterr().out
   assert "device:" in printed and "jax " in printed and "tgt_gradient" in printed
   assert [r["method"] for r in json.loads(out.read_text())["rows"]] == ["ce", "kd", "tgt_gradient"]
+
+
+def test_sample_efficiency_smoke_writes_table_csv_json_plot(tmp_path, tiny_teacher_dir, capsys):
+  out = tmp_path / "se"
+  rows = sample_efficiency.main(["--smoke", f"--out={out}", f"--teacher_dir={tiny_teacher_dir}",
+                                 "--methods=ce,kd_transfer,tgt_random"])
+  arms = {r["arm"] for r in rows}
+  assert arms == {"pretrained/cnn_small/ce", "pretrained/cnn_small/kd_transfer",
+                  "pretrained/cnn_small/tgt_random", "same_labels/cnn_small/tgt_random", "svc"}
+  for r in rows:
+    assert 0.0 <= r["test"]["balanced_accuracy"] <= 1.0 and r["cell"] == "k5" and r["seed"] == 0
+  summary = json.loads((out / "results.json").read_text())
+  assert {s["arm"] for s in summary["summary"]} == arms
+  assert summary["chosen_augment"]["pretrained/cnn_small/ce"] in sample_efficiency.AUGMENTATIONS
+  with open(out / "results.csv", newline="") as f:
+    assert {row["arm"] for row in csv.DictReader(f)} == arms
+  assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  table = (out / "table.md").read_text()
+  assert "| `tgt_random` |" in table and "svc (reference peer)" in table
+  assert table.strip() in capsys.readouterr().out
+  # A rerun with the same settings resumes from runs.jsonl instead of training again.
+  again = sample_efficiency.main(["--smoke", f"--out={out}", f"--teacher_dir={tiny_teacher_dir}",
+                                  "--methods=ce,kd_transfer,tgt_random"])
+  assert [r["test"] for r in again] == [r["test"] for r in rows]
+
+
+def test_sample_efficiency_rejects_unknown_cell_and_method(capsys):
+  for flag, name in (("--cells=k7", "k7"), ("--methods=magic", "magic")):
+    try:
+      sample_efficiency.parse_args([flag])
+    except SystemExit:
+      assert name in capsys.readouterr().err
+    else:
+      raise AssertionError(f"{flag} was accepted")
+
+
+def test_targets_are_reported_not_asserted():
+  entry = lambda m, tail=0.0: {"mean": m, "std": 0.0, "n": 5, "seconds": 1.0, "augment": "none",
+                               "head": m, "medium": m, "tail": tail}
+  p = "pretrained/cnn_small/"
+  summary = {(p + "tgt_random", "k5"): entry(97.0), (p + "kd", "k5"): entry(86.0),
+             (p + "kd_transfer", "k5"): entry(98.0), (p + "ce", "lt50"): entry(80, tail=60),
+             (p + "tgt_random", "lt50"): entry(90, tail=75)}
+  checks = dict(se_report.targets(summary))
+  assert checks["best TGT (`tgt_random`) at 5 labels/class: 97.0% (target ≥ 96%)"]
+  assert checks["best TGT − KD at 5/class: +11.0 points (target ≥ +5)"]
+  assert checks["best TGT − kd_transfer ceiling at 5/class: -1.0 points (target within 2)"]
+  assert checks["long tail ρ=50: tail-class accuracy of `tgt_random` − CE: +15.0 points "
+                "(target ≥ +10)"]

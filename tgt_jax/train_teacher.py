@@ -50,6 +50,18 @@ def fit(loss_fn, params, split, *, steps, batch_size, learning_rate, seed, mesh,
   return params
 
 
+def labeler_loss(labeler):
+  """Cross-entropy of the labeler module on a labelled batch, for `fit`."""
+
+  def loss(params, batch, rng, step):
+    del rng, step
+    logits = labeler.apply(params, batch["image"])
+    return losses.cross_entropy(logits, batch["label"]), {
+        "accuracy": losses.accuracy(logits, batch["label"])}
+
+  return loss
+
+
 def train(tconfig, dataset, mesh, seed=0):
   """Trains generator and labeler on the full train split; returns (meta, params, report)."""
   meta = dict(generator=tconfig.generator, labeler=tconfig.labeler,
@@ -61,12 +73,6 @@ def train(tconfig, dataset, mesh, seed=0):
   common = dict(batch_size=tconfig.batch_size, learning_rate=tconfig.learning_rate,
                 seed=tconfig.seed + seed, mesh=mesh)
 
-  def labeler_loss(p, batch, rng, step):
-    del rng, step
-    logits = labeler.apply(p, batch["image"])
-    return losses.cross_entropy(logits, batch["label"]), {
-        "accuracy": losses.accuracy(logits, batch["label"])}
-
   def vae_loss(p, batch, rng, step):
     warmup = jnp.minimum(1.0, (step + 1) / max(tconfig.kl_warmup_steps, 1))
     recon, mean, logvar = generator.apply(p, batch["image"], rng)
@@ -74,7 +80,7 @@ def train(tconfig, dataset, mesh, seed=0):
                                              tconfig.pixel_sigma, tconfig.beta * warmup)
     return loss, {"recon_nll": nll, "kl_nats": kl}
 
-  params["labeler"] = fit(labeler_loss, params["labeler"], train_split,
+  params["labeler"] = fit(labeler_loss(labeler), params["labeler"], train_split,
                           steps=tconfig.labeler_steps, name="labeler", **common)
   params["generator"] = fit(vae_loss, params["generator"], train_split,
                             steps=tconfig.generator_steps, name="generator", **common)
