@@ -9,7 +9,7 @@ Command (repo root; about 50 min on 2 CPU cores with the defaults):
 Other flags: --seeds --steps --batch_size --teacher_dir --methods --students --cells.
 
 Every student run is the real jitted step of tgt_jax (`train.make_train_step`,
-`train.make_batch`) on the student's subset of the train split, with the same
+`sources.make_batch`) on the student's subset of the train split, with the same
 student architecture, number of steps and batch size for every method; it is scored
 on the balanced test split (and on validation, which alone chooses augmentation).
 
@@ -53,7 +53,7 @@ import numpy as np
 from benchmarks import se_report
 from tgt_jax import (configlib, data, evaluation, sharding, teacher, tgt, train,
                      train_teacher)
-from tgt_jax.data import subsets
+from tgt_jax.data import sources, subsets
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CELLS = {"k5": (5, 0.0), "k10": (10, 0.0), "k25": (25, 0.0), "lt50": (0, 50.0)}
@@ -186,7 +186,7 @@ class Runner:
 
   def subset(self, cell, seed):
     config = self.config(Arm("ce", "ce"), "none", cell, seed)
-    return train.student_subset(config, self.dataset.splits["train"], self.dataset.num_classes)
+    return sources.student_subset(config, self.dataset.splits["train"], self.dataset.num_classes)
 
   def student(self, arm, augment, cell, seed, teacher_params):
     """Trains one student; returns its scores (test and validation reports)."""
@@ -205,7 +205,8 @@ class Runner:
     tparams = teacher_params if (cfg.alpha_eff or cfg.lam_eff) else None
     unlabelled = self.dataset.splits["train"]
     for i in range(config.num_train_steps):
-      batch = sharding.to_global(self.mesh, train.make_batch(config, cfg, labelled, unlabelled, i))
+      batch = sharding.to_global(self.mesh, sources.make_batch(
+          config, cfg.method, cfg.num_samples, labelled, unlabelled, i))
       state, terms = step(state, tparams, batch, step_key)
     total = float(jax.device_get(terms["total"]))
     if not np.isfinite(total):

@@ -50,7 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tgt_jax import configlib, data, models, sharding, teacher, tgt, train
-from tgt_jax.data import subsets
+from tgt_jax.data import sources, subsets
 
 # As configs/digits.py: the schedule's length and the real loop's labelled subset.
 TOTAL_STEPS = 2000
@@ -134,7 +134,8 @@ def input_wait(step, cfg, state, tparams, labelled, unlabelled, batch_size, mesh
   loop_config = types.SimpleNamespace(batch_size=batch_size, seed=SEED)
 
   def make_batch(i):
-    return sharding.to_global(mesh, train.make_batch(loop_config, cfg, labelled, unlabelled, i))
+    return sharding.to_global(mesh, sources.make_batch(loop_config, cfg.method, cfg.num_samples,
+                                                           labelled, unlabelled, i))
 
   fixed = jax.block_until_ready(make_batch(0))
 
@@ -187,8 +188,8 @@ def measure(args):
   for method in args.methods:
     cfg = tgt.TGTConfig(method=method, steps=args.gradient_steps, num_samples=args.num_samples)
     step = train.make_train_step(student.apply, tx, cfg, teacher_fns, mesh)
-    batch = sharding.to_global(mesh, train.make_batch(first_batch, cfg, train_split, train_split,
-                                                      0))
+    batch = sharding.to_global(mesh, sources.make_batch(first_batch, cfg.method, cfg.num_samples,
+                                                        train_split, train_split, 0))
     # A fresh host copy each time: the step donates (invalidates) the state it is given.
     state = sharding.replicate(mesh, train.TrainState(np.int32(0), params, tx.init(params)))
     flops = xla_flops(step, state, tparams, batch, rng) * devices

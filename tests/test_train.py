@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from tgt_jax import train
+from tgt_jax.data import sources
 
 from conftest import digits_config
 
@@ -149,12 +150,14 @@ def test_full_digits_tgt_beats_ce(tmp_path):
 def test_kd_transfer_batches_unlabelled_train_images(digits):
   config = digits_config("runlocal", **{"method": "kd_transfer", "tgt.num_samples": 2})
   cfg = train.tgt_config(config)
-  labelled, _ = train.student_subset(config, digits.splits["train"], digits.num_classes)
-  batch = train.make_batch(config, cfg, labelled, digits.splits["train"], step=0)
+  labelled, _ = sources.student_subset(config, digits.splits["train"], digits.num_classes)
+  batch = sources.make_batch(config, cfg.method, cfg.num_samples, labelled,
+                             digits.splits["train"], step=0)
   assert batch["image"].shape[0] == config.batch_size
   assert batch["transfer"].shape == (2 * config.batch_size, 8, 8, 1)
   # Drawn from the whole train split, not only the 50 labelled images.
   labelled_set = {im.tobytes() for im in labelled.images}
   assert sum(im.tobytes() not in labelled_set for im in batch["transfer"]) > config.batch_size
-  again = train.make_batch(config, cfg, labelled, digits.splits["train"], step=0)
+  again = sources.make_batch(config, cfg.method, cfg.num_samples, labelled,
+                             digits.splits["train"], step=0)
   np.testing.assert_array_equal(batch["transfer"], again["transfer"])

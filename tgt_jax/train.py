@@ -18,13 +18,12 @@ import numpy as np
 import optax
 from etils import epath
 
-from tgt_jax import (checkpointing, data, evaluation, losses, metrics, models, sharding, teacher,
-                     tgt, train_teacher)
-from tgt_jax.data import augment, batches, subsets
+from tgt_jax import (checkpointing, evaluation, losses, metrics, models, sharding, teacher, tgt,
+                     train_teacher)
+from tgt_jax.data import augment, sources, subsets
 
 JOBS = ("student", "teacher")
 _AUGMENT_STREAM = 2 ** 20     # fold_in index of the augmentation key: apart from TGT's own key
-_TRANSFER_STREAM = 7919       # seed offset of kd_transfer's unlabelled batches
 
 
 @flax.struct.dataclass
@@ -129,7 +128,8 @@ def validate_config(config):
                        f"known: {sorted(models.CLASSIFIERS)}.")
   if config.job == "student":
     tgt_config(config)   # validates method, σ, η, k, ε, m, τ
-    augment.check(config.data.augment)
+    if config.data.name in sources.IN_MEMORY:
+      augment.check(config.data.augment)
     if config.num_train_steps < 0:
       raise ValueError(f"num_train_steps must be >= 0, got {config.num_train_steps}.")
     for key in ("log_every", "eval_every", "checkpoint_every"):
@@ -141,18 +141,18 @@ def teacher_dir(config, workdir):
   return config.teacher.dir or str(epath.Path(workdir) / "teacher")
 
 
-def load_or_train_teacher(config, workdir, dataset, mesh):
+def load_or_train_teacher(config, workdir, source, mesh):
   """(meta, params) of the configured teacher; trains and saves it first if missing and allowed."""
   directory = teacher_dir(config, workdir)
   if not teacher.exists(directory):
     if not config.teacher.train_if_missing:
       teacher.read_meta(directory)     # raises the clear "no teacher here" error
     logging.info("No teacher in %s: training one (config.teacher).", directory)
-    meta, params, report = train_teacher.train(config.teacher, dataset, mesh, seed=0)
+    meta, params, report = train_teacher.train(config.teacher, source, mesh, seed=0)
     meta["report"] = report
     teacher.save(directory, meta, params)
     logging.info("Teacher report: %s", json.dumps(report))
-  return teacher.load(directory, dataset.image_shape, dataset.num_classes,
+  return teacher.load(directory, source.image_shape, source.num_classes,
                       latent_dim=config.teacher.latent_dim, mesh=mesh)
 
 
@@ -164,10 +164,10 @@ def write_json(workdir, name, payload):
 
 
 def run_teacher_job(config, workdir):
-  dataset = data.load(config.data.name)
+  source = sources.make_source(config)
   mesh = sharding.make_mesh()
   start = time.time()
-  meta, params, report = train_teacher.train(config.teacher, dataset, mesh, seed=config.seed)
+  meta, params, report = train_teacher.train(config.teacher, source, mesh, seed=config.seed)
   meta["report"] = report
   directory = teacher_dir(config, workdir)
   teacher.save(directory, meta, params)
@@ -186,20 +186,12 @@ def train_and_evaluate(config, workdir):
   return run_student_job(config, workdir)
 
 
-def student_subset(config, train_split, num_classes):
-  """The student's labelled rows of the train split, and their per-class counts."""
-  counts = subsets.student_counts(train_split.labels, num_classes, config.data.labels_per_class,
-                                  config.data.imbalance, config.data.head_count or None)
-  rows = subsets.select_rows(train_split.labels, counts, seed=config.seed)
-  return train_split.take(rows), counts
-
-
-def init_student(config, dataset, mesh):
+def init_student(config, source, mesh):
   """(module, optimizer, replicated step-0 state, key of the per-step noise) from the seed."""
-  student = models.classifier(config.student.model, dataset.num_classes)
+  student = models.classifier(config.student.model, source.num_classes)
   tx = make_optimizer(config.optimizer, config.num_train_steps)
   init_key, step_key = jax.random.split(jax.random.key(config.seed))
-  params = student.init(init_key, jnp.zeros((1, *dataset.image_shape), jnp.float32))
+  params = student.init(init_key, jnp.zeros((1, *source.image_shape), jnp.float32))
   state = sharding.replicate(mesh, TrainState(jnp.asarray(0, jnp.int32), params, tx.init(params)))
   return student, tx, state, step_key
 
@@ -210,29 +202,27 @@ def run_student_job(config, workdir):
   mesh = sharding.make_mesh()
   sharding.check_batch_size(config.batch_size, mesh)
   sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
-  dataset = data.load(config.data.name)
-  labelled, counts = student_subset(config, dataset.splits["train"], dataset.num_classes)
+  source = sources.make_source(config)
+  counts = source.counts
   logging.info("Student subset: %s, %d images, per class %s",
                subsets.describe(config.data.labels_per_class, config.data.imbalance),
-               len(labelled), counts.tolist())
+               int(np.sum(counts)), counts.tolist())
 
   needs_teacher = cfg.alpha_eff > 0 or cfg.lam_eff > 0
   teacher_meta = teacher_params = None
   if needs_teacher and not config.eval_only:
-    teacher_meta, teacher_params = load_or_train_teacher(config, workdir, dataset, mesh)
+    teacher_meta, teacher_params = load_or_train_teacher(config, workdir, source, mesh)
   elif needs_teacher and teacher.exists(teacher_dir(config, workdir)):   # for the report only
     teacher_meta = teacher.read_meta(teacher_dir(config, workdir))
 
-  student, tx, state, step_key = init_student(config, dataset, mesh)
+  student, tx, state, step_key = init_student(config, source, mesh)
 
   ckpt = checkpointing.Checkpointer(epath.Path(workdir) / "checkpoints", config.keep_checkpoints)
   predict = evaluation.make_predict(student.apply, mesh)
   groups = subsets.class_groups(counts)
 
   def evaluate(params, split_name):
-    split = dataset.splits[split_name]
-    preds = evaluation.predict(predict, params, split, config.eval_batch_size, mesh)
-    return evaluation.report(preds, split.labels, dataset.num_classes, groups)
+    return source.evaluate(predict, params, split_name, config.eval_batch_size, mesh, groups)
 
   try:
     if config.eval_only and config.eval_step:
@@ -244,15 +234,16 @@ def run_student_job(config, workdir):
       state = restored[0] if restored else state
     if not config.eval_only:
       state = _train_loop(config, cfg, workdir, mesh, student, tx, state, teacher_meta,
-                          teacher_params, labelled, dataset.splits["train"], ckpt, evaluate,
-                          step_key)
+                          teacher_params, source, ckpt, evaluate, step_key)
   finally:
     ckpt.close()
   total = int(state.step)
 
-  test, val = evaluate(state.params, "test"), evaluate(state.params, "validation")
+  reports = {name: evaluate(state.params, name) for name in source.eval_split_names}
+  test = reports.get("test", reports[source.eval_split_names[0]])
   writer = metrics.MetricWriter(workdir)
-  writer.scalars(total, {"test/balanced_accuracy": test["balanced_accuracy"]})
+  writer.scalars(total, {f"{name}/balanced_accuracy": r["balanced_accuracy"]
+                         for name, r in reports.items()})
   writer.close()
   results = {
       "eval_only": bool(config.eval_only), "checkpoint_step": total,
@@ -261,49 +252,35 @@ def run_student_job(config, workdir):
                "subset": subsets.describe(config.data.labels_per_class, config.data.imbalance),
                "labels_per_class": config.data.labels_per_class,
                "imbalance": config.data.imbalance, "class_counts": counts.tolist(),
-               "num_labelled": len(labelled), "class_groups": groups},
-      "test_accuracy": test["balanced_accuracy"],
-      "test": test, "validation": val,
+               "num_labelled": int(np.sum(counts)), "class_groups": groups},
+      **reports, "test": test, "test_accuracy": test["balanced_accuracy"],
       "num_train_steps": config.num_train_steps, "batch_size": config.batch_size,
       "tgt": config.tgt.to_dict(),
       "teacher_dir": teacher_dir(config, workdir) if needs_teacher else None,
       "teacher_report": (teacher_meta or {}).get("report"),
-      "num_devices": int(mesh.devices.size), "wall_time_sec": time.time() - start_time,
+      "num_devices": int(mesh.devices.size), "num_processes": jax.process_count(),
+      "wall_time_sec": time.time() - start_time,
   }
   write_json(workdir, "results.json", results)
   return results
 
 
-def make_batch(config, cfg, labelled, unlabelled, step):
-  """This process's rows of step `step`'s batch: a function of (seed, step) only.
-
-  kd_transfer adds m unlabelled train images per real one, from their own stream.
-  """
-  rows = batches.batch_rows(len(labelled), config.batch_size, config.seed, step)
-  rows = rows[sharding.process_rows(config.batch_size)]
-  batch = {"image": labelled.images[rows], "label": labelled.labels[rows]}
-  if cfg.method == "kd_transfer":
-    size = config.batch_size * cfg.num_samples
-    rows = batches.batch_rows(len(unlabelled), size, config.seed + _TRANSFER_STREAM, step)
-    batch["transfer"] = unlabelled.images[rows[sharding.process_rows(size)]]
-  return batch
-
-
 def _train_loop(config, cfg, workdir, mesh, student, tx, state, teacher_meta, teacher_params,
-                labelled, unlabelled, ckpt, evaluate, step_key):
+                source, ckpt, evaluate, step_key):
   """Steps from state.step to num_train_steps; returns the final state (saved)."""
   teacher_fns = teacher.as_functions(teacher_meta) if teacher_meta else None
-  fill = float(unlabelled.images.min())      # the background of digits (pixel_range's low end)
-  train_step = make_train_step(student.apply, tx, cfg, teacher_fns, mesh, config.data.augment,
+  fill = float(source.pixel_range[0])        # the background of digits: black
+  train_step = make_train_step(student.apply, tx, cfg, teacher_fns, mesh, source.step_augment,
                                fill)
   probe = (make_probe(student.apply, cfg, teacher_fns, mesh, config.grid_examples,
-                      config.data.augment, fill) if cfg.uses_synthetic else None)
+                      source.step_augment, fill) if cfg.uses_synthetic else None)
   first_step, total = int(state.step), config.num_train_steps
   writer = metrics.MetricWriter(workdir)
   progress = metrics.Progress(total, first_step)
+  stream = source.student_batches(cfg.method, cfg.num_samples, first_step)
   with checkpointing.PreemptionWatch() as preemption:
     for step in range(first_step, total):
-      batch = sharding.to_global(mesh, make_batch(config, cfg, labelled, unlabelled, step))
+      batch = sharding.to_global(mesh, next(stream))
       is_log_step = (step + 1) % config.log_every == 0 or step + 1 == total
       is_save_step = (step + 1) % config.checkpoint_every == 0 or step + 1 == total
       if is_log_step and probe is not None:

@@ -17,14 +17,19 @@ from tgt_jax import evaluation, losses, sharding, teacher
 from tgt_jax.data import batches
 
 LABEL_KEPT_SIGMAS = (0.25, 0.5, 1.0, 2.0)
+REPORT_EXAMPLES = 2048       # teacher figures of a TFDS dataset: its first eval split's first n
 
 
-def fit(loss_fn, params, split, *, steps, batch_size, learning_rate, seed, mesh, name,
+def fit(loss_fn, params, data, *, steps, batch_size, learning_rate, seed, mesh, name,
         log_every=500):
-  """Adam with cosine decay on `loss_fn(params, batch, rng, step) -> (loss, aux)`."""
+  """Adam with cosine decay on `loss_fn(params, batch, rng, step) -> (loss, aux)`.
+
+  `data` is an in-memory split (batches drawn by (seed, step)) or an iterator of this
+  process's rows of each global batch (a TFDS stream).
+  """
   sharding.check_batch_size(batch_size, mesh, "teacher.batch_size")
   tx = optax.adam(optax.cosine_decay_schedule(learning_rate, max(steps, 1)))
-  repl, data = sharding.replicated(mesh), sharding.batch_sharded(mesh)
+  repl, rows_sharded = sharding.replicated(mesh), sharding.batch_sharded(mesh)
 
   def step_fn(params, opt_state, batch, rng, step):
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -32,14 +37,19 @@ def fit(loss_fn, params, split, *, steps, batch_size, learning_rate, seed, mesh,
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, {"loss": loss, **aux}
 
-  step_fn = jax.jit(step_fn, in_shardings=(repl, repl, data, repl, repl),
+  step_fn = jax.jit(step_fn, in_shardings=(repl, repl, rows_sharded, repl, repl),
                     out_shardings=repl, donate_argnums=(0, 1))
   params = sharding.replicate(mesh, params)
   opt_state = sharding.replicate(mesh, tx.init(params))
   rng, local = jax.random.key(seed), sharding.process_rows(batch_size)
+  stream = None if hasattr(data, "images") else iter(data)
   for step in range(steps):
-    rows = batches.batch_rows(len(split), batch_size, seed, step)[local]
-    batch = sharding.to_global(mesh, {"image": split.images[rows], "label": split.labels[rows]})
+    if stream is None:
+      rows = batches.batch_rows(len(data), batch_size, seed, step)[local]
+      batch = {"image": data.images[rows], "label": data.labels[rows]}
+    else:
+      batch = next(stream)
+    batch = sharding.to_global(mesh, {"image": batch["image"], "label": batch["label"]})
     params, opt_state, aux = step_fn(params, opt_state, batch, rng, step)
     if (step + 1) % log_every == 0 or step + 1 == steps:
       aux = jax.device_get(aux)
@@ -63,15 +73,23 @@ def labeler_loss(labeler):
 
 
 def train(tconfig, dataset, mesh, seed=0):
-  """Trains generator and labeler on the full train split; returns (meta, params, report)."""
+  """Trains generator and labeler on the full train split; returns (meta, params, report).
+
+  `dataset` is an in-memory data.Dataset or a data.sources source (TFDS streams).
+  """
   meta = dict(generator=tconfig.generator, labeler=tconfig.labeler,
               latent_dim=int(tconfig.latent_dim), image_shape=list(dataset.image_shape),
               num_classes=int(dataset.num_classes), pixel_range=list(dataset.pixel_range))
   generator, labeler = teacher.build_modules(meta)
   params = teacher.init_params(meta, jax.random.key(tconfig.seed + seed))
-  train_split = dataset.splits["train"]
   common = dict(batch_size=tconfig.batch_size, learning_rate=tconfig.learning_rate,
                 seed=tconfig.seed + seed, mesh=mesh)
+  if hasattr(dataset, "teacher_batches"):
+    train_data = lambda: dataset.teacher_batches(tconfig.batch_size, tconfig.seed + seed)
+    report_split = dataset.sample(dataset.eval_split_names[0], REPORT_EXAMPLES)
+  else:
+    train_data = lambda: dataset.splits["train"]
+    report_split = dataset.splits["test"]
 
   def vae_loss(p, batch, rng, step):
     warmup = jnp.minimum(1.0, (step + 1) / max(tconfig.kl_warmup_steps, 1))
@@ -80,11 +98,11 @@ def train(tconfig, dataset, mesh, seed=0):
                                              tconfig.pixel_sigma, tconfig.beta * warmup)
     return loss, {"recon_nll": nll, "kl_nats": kl}
 
-  params["labeler"] = fit(labeler_loss(labeler), params["labeler"], train_split,
+  params["labeler"] = fit(labeler_loss(labeler), params["labeler"], train_data(),
                           steps=tconfig.labeler_steps, name="labeler", **common)
-  params["generator"] = fit(vae_loss, params["generator"], train_split,
+  params["generator"] = fit(vae_loss, params["generator"], train_data(),
                             steps=tconfig.generator_steps, name="generator", **common)
-  report = evaluate(meta, params, dataset.splits["test"], mesh)
+  report = evaluate(meta, params, report_split, mesh)
   return meta, params, report
 
 
