@@ -9,6 +9,12 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (path[:arg]).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.json.")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host pods).")
+flags.DEFINE_string("coordinator_address", None,
+                    "host:port of process 0; with --num_processes and --process_id, starts a "
+                    "multi-process run without a cluster to detect (e.g. several processes on "
+                    "one machine). Implies --distributed.")
+flags.DEFINE_integer("num_processes", None, "Processes in the run (with --coordinator_address).")
+flags.DEFINE_integer("process_id", None, "This process's index (with --coordinator_address).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 PREEMPTED_EXIT_CODE = 143      # 128 + SIGTERM: "stopped by a signal", so schedulers retry
@@ -27,8 +33,11 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.get_absl_handler().addFilter(_QuietLibraries())
   import jax  # pylint: disable=g-import-not-at-top
-  if FLAGS.distributed:
-    jax.distributed.initialize()
+  if FLAGS.distributed or FLAGS.coordinator_address:
+    # Unset values are auto-detected (TPU pods, SLURM, ...). On CPU, JAX's default
+    # cross-process collectives (gloo) carry the run.
+    jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
+                               num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
   from tgt_jax import train  # pylint: disable=g-import-not-at-top
   logging.info("JAX: %d process(es), %d device(s): %s", jax.process_count(), jax.device_count(),
                jax.devices()[0].platform)

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from etils import epath
+from jax.experimental import multihost_utils
 
 from tgt_jax import checkpointing, models, sharding, tgt
 
@@ -59,6 +60,8 @@ def save(directory, meta, params):
     ckptr.save(directory / PARAMS_DIR, params, force=True)
   if jax.process_index() == 0:
     (directory / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+  if jax.process_count() > 1:   # the others load it next: not before process 0 has written it
+    multihost_utils.sync_global_devices(f"teacher.save {directory}")
 
 
 def read_meta(directory):
