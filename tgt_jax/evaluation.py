@@ -48,5 +48,6 @@ def report(predictions, labels, num_classes, groups):
          "balanced_accuracy": float(np.nanmean(per_class)),
          "per_class_accuracy": per_class}
   for name, classes in groups.items():
-    out[f"{name}_accuracy"] = float(np.nanmean([per_class[c] for c in classes]))
+    seen = [per_class[c] for c in classes if not np.isnan(per_class[c])]
+    out[f"{name}_accuracy"] = float(np.mean(seen)) if seen else float("nan")
   return out

@@ -1,12 +1,18 @@
 """Models by name, so configs choose them with a string.
 
 `classifier(name, num_classes)` builds students and labelers;
-`generator(name, image_shape, latent_dim)` builds generative teachers.
+`generator(name, image_shape, latent_dim)` builds generative teachers;
+`encoder(name, latent_dim)` builds stand-alone encoders (a teacher from parts,
+see tgt_jax/teacher_components.py). `dtype` (compute dtype, e.g. jnp.bfloat16)
+is passed only to models that have one; parameters always stay float32.
 """
 
+import dataclasses
 import functools
 
+from tgt_jax.models.bigbigan import Encoder, Generator
 from tgt_jax.models.classifiers import ConvNet, MLP
+from tgt_jax.models.resnet import ResNet
 from tgt_jax.models.vae import ConvVAE
 
 CLASSIFIERS = {
@@ -18,10 +24,32 @@ CLASSIFIERS = {
     # ~130k parameters on 8×8: a labeler clearly stronger than either student.
     "cnn_labeler": functools.partial(ConvNet, conv_features=(32, 32, 64, 64),
                                      conv_strides=(1, 1, 2, 1), dense_features=128),
+    # GroupNorm + weight-standardised ResNet v1.5 (BiT-style, no batch statistics).
+    # 11.7M / 25.6M parameters with 1000 classes.
+    "resnet18": functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), bottleneck=False),
+    "resnet50": functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), bottleneck=True),
+    # 3×3/1 stem without max-pool, for 32 px CIFAR (11.2M parameters with 10 classes).
+    "resnet18_cifar": functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), bottleneck=False,
+                                        small_images=True),
+    # ~9k parameters: resnet50's code path (stem, max-pool, bottlenecks) for CPU tests.
+    "resnet_tiny": functools.partial(ResNet, stage_sizes=(1, 1), bottleneck=True, width=1 / 8),
+}
+
+ENCODERS = {
+    # BigBiGAN-shaped: ResNet-50 trunk + MLP, 256 px input.
+    "bigbigan_encoder": Encoder,
+    # 16 px input, 8 channels: for CPU tests and smoke runs only.
+    "bigbigan_encoder_tiny": functools.partial(Encoder, resolution=16, stage_sizes=(1, 1),
+                                               width=1 / 8, mlp_dim=32),
 }
 
 GENERATORS = {
     "conv_vae": ConvVAE,
+    # BigBiGAN-shaped: 120-d latent → 128×128×3. These fix their own output
+    # resolution: `generator()` ignores image_shape for them.
+    "bigbigan_generator": Generator,
+    # 16×16×3, 8 base channels: for CPU tests and smoke runs only.
+    "bigbigan_generator_tiny": functools.partial(Generator, resolution=16, width=1 / 8),
 }
 
 
@@ -31,10 +59,32 @@ def _lookup(registry, kind, name):
   return registry[name]
 
 
-def classifier(name, num_classes):
-  return _lookup(CLASSIFIERS, "classifier", name)(num_classes=num_classes)
+def _fields(make):
+  return {f.name for f in dataclasses.fields(getattr(make, "func", make))}
 
 
-def generator(name, image_shape, latent_dim, output_range=(0.0, 1.0)):
-  return _lookup(GENERATORS, "generator", name)(
-      image_shape=tuple(image_shape), latent_dim=latent_dim, output_range=tuple(output_range))
+def _build(make, kind, name, dtype, **kwargs):
+  if dtype is not None:
+    if "dtype" not in _fields(make):
+      raise ValueError(f"The {kind} {name!r} has no compute dtype; leave dtype unset for it.")
+    kwargs["dtype"] = dtype
+  return make(**kwargs)
+
+
+def classifier(name, num_classes, dtype=None):
+  make = _lookup(CLASSIFIERS, "classifier", name)
+  return _build(make, "classifier", name, dtype, num_classes=num_classes)
+
+
+def encoder(name, latent_dim, dtype=None):
+  make = _lookup(ENCODERS, "encoder", name)
+  return _build(make, "encoder", name, dtype, latent_dim=latent_dim)
+
+
+def generator(name, image_shape, latent_dim, output_range=(0.0, 1.0), dtype=None):
+  """A generator; one with its own `resolution` (bigbigan_*) ignores `image_shape`."""
+  make = _lookup(GENERATORS, "generator", name)
+  kwargs = dict(latent_dim=latent_dim, output_range=tuple(output_range))
+  if "image_shape" in _fields(make):
+    kwargs["image_shape"] = tuple(image_shape)
+  return _build(make, "generator", name, dtype, **kwargs)
