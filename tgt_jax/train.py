@@ -18,8 +18,8 @@ import numpy as np
 import optax
 from etils import epath
 
-from tgt_jax import (checkpointing, evaluation, losses, metrics, models, sharding, teacher, tgt,
-                     train_teacher)
+from tgt_jax import (checkpointing, evaluation, losses, metrics, models, sharding, teacher,
+                     teacher_components, tgt, train_teacher)
 from tgt_jax.data import augment, sources, subsets
 
 JOBS = ("student", "teacher")
@@ -45,7 +45,24 @@ def make_optimizer(ocfg, total_steps):
   if ocfg.name == "sgd":
     return optax.chain(optax.add_decayed_weights(ocfg.weight_decay),
                        optax.sgd(schedule, momentum=0.9, nesterov=True))
-  raise ValueError(f"Unknown optimizer name {ocfg.name!r}; known: ['adam', 'sgd'].")
+  if ocfg.name == "lamb":
+    return optax.lamb(schedule, weight_decay=ocfg.weight_decay)
+  raise ValueError(f"Unknown optimizer name {ocfg.name!r}; known: ['adam', 'lamb', 'sgd'].")
+
+
+def resolve_durations(config, num_examples):
+  """A copy of config with num_epochs / optimizer.warmup_epochs turned into steps.
+
+  Epochs count passes over the student's own training set (num_examples), so a
+  long-tailed subset gets as many passes as the full set would.
+  """
+  config = config.copy_and_resolve_references()
+  steps_per_epoch = max(1, num_examples // config.batch_size)
+  if config.get("num_epochs"):
+    config.num_train_steps = int(round(config.num_epochs * steps_per_epoch))
+  if config.optimizer.get("warmup_epochs"):
+    config.optimizer.warmup_steps = int(round(config.optimizer.warmup_epochs * steps_per_epoch))
+  return config
 
 
 def augment_batch(name, rng, batch, fill):
@@ -141,8 +158,36 @@ def teacher_dir(config, workdir):
   return config.teacher.dir or str(epath.Path(workdir) / "teacher")
 
 
+def is_component_teacher(config):
+  return config.teacher.get("kind", "") == "components"
+
+
+def teacher_functions(meta):
+  """tgt.Teacher of a loaded teacher: one trained by tgt_jax, or one from three parts."""
+  if "encoder" in meta and isinstance(meta["encoder"], dict):
+    return teacher_components.as_functions(meta)
+  return teacher.as_functions(meta)
+
+
+def load_component_teacher(config, workdir, source, mesh):
+  """E, G and T from config.teacher.{encoder,generator,labeler}_dir (BigBiGAN-shaped)."""
+  tconfig = config.teacher.to_dict()
+  missing = [k for k in ("encoder_dir", "generator_dir", "labeler_dir")
+             if not tconfig.get(k) or not epath.Path(tconfig[k]).exists()]
+  if missing and tconfig.get("random_init_if_missing"):
+    logging.warning("Teacher parts %s missing: writing RANDOM untrained parts (smoke runs "
+                    "only; config.teacher.random_init_if_missing).", missing)
+    tconfig.update(teacher_components.init_random_components(
+        epath.Path(workdir) / "random_teacher_parts", source.image_shape, source.num_classes,
+        encoder=tconfig["encoder"], generator=tconfig["generator"], labeler=tconfig["labeler"],
+        latent_dim=tconfig["latent_dim"], pixel_range=source.pixel_range))
+  return teacher_components.load_teacher(tconfig, source.image_shape, source.num_classes, mesh)
+
+
 def load_or_train_teacher(config, workdir, source, mesh):
   """(meta, params) of the configured teacher; trains and saves it first if missing and allowed."""
+  if is_component_teacher(config):
+    return load_component_teacher(config, workdir, source, mesh)
   directory = teacher_dir(config, workdir)
   if not teacher.exists(directory):
     if not config.teacher.train_if_missing:
@@ -188,7 +233,9 @@ def train_and_evaluate(config, workdir):
 
 def init_student(config, source, mesh):
   """(module, optimizer, replicated step-0 state, key of the per-step noise) from the seed."""
-  student = models.classifier(config.student.model, source.num_classes)
+  student = models.classifier(config.student.model, source.num_classes,
+                              **({"dtype": config.student.dtype}
+                                 if config.student.get("dtype") else {}))
   tx = make_optimizer(config.optimizer, config.num_train_steps)
   init_key, step_key = jax.random.split(jax.random.key(config.seed))
   params = student.init(init_key, jnp.zeros((1, *source.image_shape), jnp.float32))
@@ -204,6 +251,7 @@ def run_student_job(config, workdir):
   sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
   source = sources.make_source(config)
   counts = source.counts
+  config = resolve_durations(config, int(np.sum(counts)))
   logging.info("Student subset: %s, %d images, per class %s",
                subsets.describe(config.data.labels_per_class, config.data.imbalance),
                int(np.sum(counts)), counts.tolist())
@@ -212,7 +260,8 @@ def run_student_job(config, workdir):
   teacher_meta = teacher_params = None
   if needs_teacher and not config.eval_only:
     teacher_meta, teacher_params = load_or_train_teacher(config, workdir, source, mesh)
-  elif needs_teacher and teacher.exists(teacher_dir(config, workdir)):   # for the report only
+  elif (needs_teacher and not is_component_teacher(config)
+        and teacher.exists(teacher_dir(config, workdir))):   # for the report only
     teacher_meta = teacher.read_meta(teacher_dir(config, workdir))
 
   student, tx, state, step_key = init_student(config, source, mesh)
@@ -268,7 +317,7 @@ def run_student_job(config, workdir):
 def _train_loop(config, cfg, workdir, mesh, student, tx, state, teacher_meta, teacher_params,
                 source, ckpt, evaluate, step_key):
   """Steps from state.step to num_train_steps; returns the final state (saved)."""
-  teacher_fns = teacher.as_functions(teacher_meta) if teacher_meta else None
+  teacher_fns = teacher_functions(teacher_meta) if teacher_meta else None
   fill = float(source.pixel_range[0])        # the background of digits: black
   train_step = make_train_step(student.apply, tx, cfg, teacher_fns, mesh, source.step_augment,
                                fill)
