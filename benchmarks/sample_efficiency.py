@@ -36,7 +36,6 @@ OUT/runs.jsonl, so a rerun with the same settings resumes where it stopped.
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import os
 import sys
@@ -152,18 +151,7 @@ def parse_args(argv=None):
 
 def digits_config(**overrides):
   """configs/digits.py with dotted overrides (the benchmark runs exactly that config)."""
-  spec = importlib.util.spec_from_file_location("digits", os.path.join(REPO, "configs",
-                                                                       "digits.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split(".")
-    for parent in parents:
-      node = node[parent]
-    node[leaf] = value
-  return config
+  return configlib.load(os.path.join(REPO, "configs", "digits.py"), None, **overrides)
 
 
 class Runner:

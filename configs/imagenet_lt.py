@@ -24,20 +24,14 @@ Expected cost: 90 epochs of 115.8k images are about 10k steps at batch 1024 — 
 a tenth of the ImageNet job's.
 """
 
-import importlib.util
 import os
 
-
-def _imagenet():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "imagenet.py")
-  spec = importlib.util.spec_from_file_location("imagenet_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from tgt_jax import configlib
 
 
 def get_config(arg=None):
-  config = _imagenet().get_config(arg)
+  here = os.path.dirname(os.path.abspath(__file__))
+  config = configlib.load(os.path.join(here, "imagenet.py"), arg)
   config.data.name = "imagenet_lt"
   config.data.eval_splits = {"validation": "validation", "test": "test"}
   return config

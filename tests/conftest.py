@@ -14,19 +14,9 @@ jax.config.update("jax_platforms", "cpu")
 
 def digits_config(arg="runlocal", **overrides):
   """configs/digits.py with dotted-key overrides, as the command line would apply them."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
+  from tgt_jax import configlib  # pylint: disable=g-import-not-at-top
   path = os.path.join(os.path.dirname(__file__), "..", "configs", "digits.py")
-  spec = importlib.util.spec_from_file_location("digits_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(arg)
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split(".")
-    for parent in parents:
-      node = node[parent]
-    node[leaf] = value
-  return config
+  return configlib.load(path, arg, **overrides)
 
 
 @pytest.fixture(scope="session")

@@ -1,22 +1,18 @@
 """Every TFDS config's CPU variant runs the real train_and_evaluate under tfds mock data."""
 
-import importlib.util
 import json
 import os
 
 import pytest
 import tensorflow_datasets as tfds
 
-from tgt_jax import train
+from tgt_jax import configlib, train
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
 
 
 def load_config(name, arg):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(CONFIGS, f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return configlib.load(os.path.join(CONFIGS, f"{name}.py"), arg)
 
 
 def test_cifar10_runlocal_teacher_then_student(tmp_path):

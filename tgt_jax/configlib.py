@@ -64,3 +64,22 @@ def tgt_defaults():
   return ml_collections.ConfigDict(dict(
       sigma=1.0, eta=1.0, steps=1, epsilon=float("inf"), num_samples=1,
       alpha=1.0, lam=1.0, temperature=1.0, ce_weight=1.0))
+
+
+def load(path, arg=None, **overrides):
+  """get_config(arg) of the config file at `path`, with dotted-key overrides applied as
+  --config.KEY=VALUE would (benchmarks and tests run configs exactly as the CLI does)."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  name = os.path.splitext(os.path.basename(path))[0] + "_config"
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(arg)
+  for key, value in overrides.items():
+    node = config
+    *parents, leaf = key.split(".")
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
+  return config

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from etils import epath
+from jax.experimental import multihost_utils
 
 from tgt_jax import (checkpointing, evaluation, losses, metrics, models, sharding, teacher,
                      teacher_components, tgt, train_teacher)
@@ -226,9 +227,10 @@ def train_and_evaluate(config, workdir):
   """Runs the job in `config` in `workdir` (resuming if it holds a checkpoint); returns results."""
   validate_config(config)
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)
-  if config.job == "teacher":
-    return run_teacher_job(config, workdir)
-  return run_student_job(config, workdir)
+  results = (run_teacher_job if config.job == "teacher" else run_student_job)(config, workdir)
+  if jax.process_count() > 1:     # nobody exits while another process still needs it
+    multihost_utils.sync_global_devices("train_and_evaluate done")
+  return results
 
 
 def init_student(config, source, mesh):
