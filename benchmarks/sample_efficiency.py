@@ -209,6 +209,18 @@ class Runner:
     preds = evaluation.predict(self._predict[student], params, split, 128, self.mesh)
     return evaluation.report(preds, split.labels, self.dataset.num_classes, groups)
 
+  def labeler_scores(self, meta, teacher_params, counts):
+    """The teacher's labeler as a classifier, on test and validation (its own quality)."""
+    _, labeler = teacher.build_modules(meta)
+    predict = evaluation.make_predict(lambda p, x: labeler.apply(p["labeler"], x), self.mesh)
+    groups = subsets.class_groups(counts)
+    out = {}
+    for name in ("test", "validation"):
+      split = self.dataset.splits[name]
+      preds = evaluation.predict(predict, teacher_params, split, 128, self.mesh)
+      out[name] = evaluation.report(preds, split.labels, self.dataset.num_classes, groups)
+    return out
+
   def svc(self, cell, seed):
     from sklearn.svm import SVC   # pylint: disable=g-import-not-at-top
     start = time.time()
@@ -249,7 +261,7 @@ class RunLog:
   """OUT/runs.jsonl: one line per finished run, so an interrupted benchmark resumes."""
 
   def __init__(self, path, settings):
-    self.path, self.settings, self.rows = path, settings, {}
+    self.path, self.settings, self.rows, self.trained_now = path, settings, {}, 0
     if os.path.exists(path):
       with open(path, encoding="utf-8") as f:
         for line in f:
@@ -267,6 +279,7 @@ class RunLog:
   def add(self, row):
     row = {**row, "settings": self.settings}
     self.rows[self.key(row)] = row
+    self.trained_now += 1
     with open(self.path, "a", encoding="utf-8") as f:
       f.write(json.dumps(row) + "\n")
     return row
@@ -285,16 +298,25 @@ def run_benchmark(args):
   log = RunLog(os.path.join(args.out, "runs.jsonl"), settings)
   same_labels = {}
 
+  def same_labels_params(cell, seed):
+    """The same-labels teacher of (cell, seed), trained once; its labeler's scores logged."""
+    if (cell, seed) not in same_labels:
+      labelled, counts = runner.subset(cell, seed)
+      same_labels[(cell, seed)] = same_labels_teacher(meta, params, labelled, mesh, seed)
+      if log.get("same_labels/labeler", "none", cell, seed) is None:
+        log.add({"arm": "same_labels/labeler", "augment": "none", "cell": cell, "seed": seed,
+                 "seconds": 0.0,
+                 **runner.labeler_scores(meta, same_labels[(cell, seed)], counts)})
+    return same_labels[(cell, seed)]
+
   def run(arm, augment, cell, seed):
+    same = arm.protocol == "same_labels"
+    if same and log.get("same_labels/labeler", "none", cell, seed) is None:
+      same_labels_params(cell, seed)
     row = log.get(arm.key, augment, cell, seed)
     if row is None:
-      if arm.protocol == "same_labels":
-        if (cell, seed) not in same_labels:
-          labelled, _ = runner.subset(cell, seed)
-          same_labels[(cell, seed)] = same_labels_teacher(meta, params, labelled, mesh, seed)
-        scores = runner.student(arm, augment, cell, seed, same_labels[(cell, seed)])
-      else:
-        scores = runner.student(arm, augment, cell, seed, params)
+      tparams = same_labels_params(cell, seed) if same else params
+      scores = runner.student(arm, augment, cell, seed, tparams)
       row = log.add({"arm": arm.key, "augment": augment, "cell": cell, "seed": seed, **scores})
       print(f"{arm.key:40s} {cell:5s} seed {seed} aug {augment:5s} "
             f"test {100 * row['test']['balanced_accuracy']:.1f} "
@@ -327,20 +349,24 @@ def run_benchmark(args):
         log.add({"arm": "svc", "augment": "none", "cell": cell, "seed": seed,
                  **runner.svc(cell, seed)})
       rows.append(log.get("svc", "none", cell, seed))
-  selection = [r for r in log.rows.values() if r["cell"] == SELECTION_CELL and r["arm"] != "svc"]
-  return rows, chosen, selection
+  rows += [r for r in log.rows.values() if r["arm"] == "same_labels/labeler"]
+  selection = [r for r in log.rows.values() if r["cell"] == SELECTION_CELL
+               and r["arm"] not in ("svc", "same_labels/labeler")]
+  return rows, chosen, selection, log.trained_now
 
 
 def main(argv=None):
   args = parse_args(argv)
   start = time.time()
-  rows, chosen, selection = run_benchmark(args)
+  rows, chosen, selection, trained_now = run_benchmark(args)
   device = jax.devices()[0]
   header = {"command": "python -m benchmarks.sample_efficiency " + " ".join(argv or sys.argv[1:]),
             "device": f"{device.device_kind} ({device.platform}) x {jax.device_count()}",
             "cpu_count": os.cpu_count(), "jax": jax.__version__, "steps": args.steps,
             "batch_size": args.batch_size, "seeds": list(args.seed_list),
-            "wall_time_sec": time.time() - start}
+            "wall_time_sec": time.time() - start, "runs_trained_now": trained_now,
+            "runs_from_cache": len(rows) - trained_now,
+            "run_seconds_total": sum(r["seconds"] for r in rows)}
   summary = se_report.write_all(args.out, header, rows, chosen, selection)
   print(summary, flush=True)
   return rows

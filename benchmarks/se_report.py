@@ -18,7 +18,7 @@ def _acc(row, group=None, split="test"):
   report = row[split]
   if group is None:
     return 100 * report["balanced_accuracy"]
-  return 100 * report["groups"][group] if group in report.get("groups", {}) else float("nan")
+  return 100 * report.get(f"{group}_accuracy", float("nan"))
 
 
 def summarize(rows):
@@ -70,6 +70,9 @@ def markdown_tables(summary, chosen):
       secs = [e["seconds"] for e in entries if e]
       cols.append(f"{np.mean(secs):.0f}" if secs else "—")
       lines.append("| " + " | ".join(cols) + " |")
+    if prefix == "same_labels/cnn_small/" and any(a == "same_labels/labeler" for a, _ in summary):
+      entry = summary.get(("same_labels/labeler", "k5"))
+      lines.append(f"| the same-labels labeler itself | — | {_fmt(entry)} | — |")
     blocks.append("\n".join(lines))
   return "\n\n".join(blocks)
 
@@ -90,6 +93,8 @@ def selection_table(selection):
   """Validation accuracy (k5, seeds 0–1) of each augmentation per arm: how `aug` was chosen."""
   by_arm = {}
   for row in selection:
+    if row["arm"].startswith("same_labels/"):     # they take their pretrained twin's choice
+      continue
     by_arm.setdefault(row["arm"], {}).setdefault(row["augment"], []).append(
         _acc(row, split="validation"))
   lines = ["| arm | " + " | ".join(f"val. acc. with `{a}`" for a in ("none", "shift")) + " |",
@@ -140,17 +145,20 @@ def plot(path, summary):
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
   arms = sorted({a for a, _ in summary if "/cnn_small/" in a} | {"svc"}, key=_arm_order)
-  for arm in arms:
+  colors = plt.get_cmap("tab20").colors
+  for i, arm in enumerate(arms):
     pts = [(LABELS_PER_CLASS[c], summary[(arm, c)]) for c in LABELS_PER_CLASS
            if (arm, c) in summary]
     if not pts:
       continue
     x = [k for k, _ in pts]
-    style = "--" if arm == "svc" or arm.startswith("same_labels") else "-"
-    ax.errorbar(x, [e["mean"] for _, e in pts], yerr=[e["std"] for _, e in pts], fmt=style + "o",
-                capsize=3, markersize=4, label=arm.replace("pretrained/cnn_small/", ""))
+    style = "--s" if arm.startswith("same_labels") else ("--o" if arm == "svc" else "-o")
+    ax.errorbar(x, [e["mean"] for _, e in pts], yerr=[e["std"] for _, e in pts], fmt=style,
+                color=colors[i % len(colors)], capsize=3, markersize=4,
+                label=arm.replace("pretrained/cnn_small/", "").replace("/cnn_small/", ": "))
   ax.set_xscale("log")
   ax.set_xticks([5, 10, 25], ["5", "10", "25"])
+  ax.set_xticks([], minor=True)
   ax.set_xlabel("labels per class")
   ax.set_ylabel("balanced test accuracy (%)")
   ax.set_title("digits, cnn_small student (mean ± std over seeds)")
@@ -175,7 +183,9 @@ def write_all(out_dir, header, rows, chosen, selection):
   text = [f"# {header['command']}",
           f"{header['device']}, {header['cpu_count']} CPUs, jax {header['jax']}; "
           f"{header['steps']} steps × batch {header['batch_size']} per run; seeds "
-          f"{header['seeds']}; wall time {header['wall_time_sec'] / 60:.1f} min",
+          f"{header['seeds']}; this invocation: {header['wall_time_sec'] / 60:.1f} min wall, "
+          f"{header['runs_trained_now']} runs trained, {header['runs_from_cache']} from "
+          f"runs.jsonl; student runs in all: {header['run_seconds_total'] / 60:.1f} min",
           "", markdown_tables(summary, chosen), "",
           "Augmentation choice (validation, k5):", "", selection_table(selection), "",
           "Targets:", *[f"- [{'x' if met else ' '}] {t}" for t, met in checks]]
