@@ -33,7 +33,8 @@ def test_sample_efficiency_smoke_writes_table_csv_json_plot(tmp_path, tiny_teach
                                  "--methods=ce,kd_transfer,tgt_random"])
   arms = {r["arm"] for r in rows}
   assert arms == {"pretrained/cnn_small/ce", "pretrained/cnn_small/kd_transfer",
-                  "pretrained/cnn_small/tgt_random", "same_labels/cnn_small/tgt_random", "svc"}
+                  "pretrained/cnn_small/tgt_random", "same_labels/cnn_small/tgt_random", "svc",
+                  "same_labels/labeler"}     # the same-labels teacher's labeler, scored alone
   for r in rows:
     assert 0.0 <= r["test"]["balanced_accuracy"] <= 1.0 and r["cell"] == "k5" and r["seed"] == 0
   summary = json.loads((out / "results.json").read_text())
@@ -44,6 +45,7 @@ def test_sample_efficiency_smoke_writes_table_csv_json_plot(tmp_path, tiny_teach
   assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   table = (out / "table.md").read_text()
   assert "| `tgt_random` |" in table and "svc (reference peer)" in table
+  assert "the same-labels labeler itself" in table
   assert table.strip() in capsys.readouterr().out
   # A rerun with the same settings resumes from runs.jsonl instead of training again.
   again = sample_efficiency.main(["--smoke", f"--out={out}", f"--teacher_dir={tiny_teacher_dir}",

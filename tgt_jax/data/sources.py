@@ -65,7 +65,7 @@ class MemorySource:
     self.pixel_range = tuple(self.dataset.pixel_range)
     self.train = self.dataset.splits["train"]
     self.eval_split_names = ("test", "validation")
-    self.step_augment = config.data.augment      # applied inside the jitted step
+    self.step_augment = config.data.get("augment", "none")   # applied inside the jitted step
     self.labelled = self.counts = None
     if config.get("job", "student") == "student":
       self.labelled, self.counts = student_subset(config, self.train, self.num_classes)
