@@ -1,11 +1,11 @@
 r"""Sample efficiency on the real digits data: who learns most from few labels (DESIGN §4).
 
-Command (repo root; about 50 min on 2 CPU cores with the defaults):
-  python -m benchmarks.sample_efficiency --out=benchmarks/results/sample_efficiency
-  --quick   2 seeds, cells k5 and lt50, 400 steps, cnn_small only (about 10 min)
+Command (repo root; 46.1 min on 2 CPU cores with the defaults, measured):
+  python -m benchmarks.sample_efficiency          # → benchmarks/results/sample_efficiency/
+  --quick   2 seeds, cells k5 and lt50, 400 steps, cnn_small only (→ ..._quick/)
   --smoke   1 seed, k5, 3 steps, two methods (the test's setting; seconds)
   --sweep   tgt_gradient's k / η / σ / ε sweep against tgt_random at equal steps and at
-            equal wall time, k5, 3 seeds (use another --out)
+            equal wall time, k5, 3 seeds (→ benchmarks/results/gradient_sweep/, 12.6 min)
 Other flags: --seeds --steps --batch_size --teacher_dir --methods --students --cells.
 
 Every student run is the real jitted step of tgt_jax (`train.make_train_step`,
@@ -111,7 +111,9 @@ def sweep_arms():
 
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-  p.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results", "sample_efficiency"))
+  p.add_argument("--out", default="",
+                 help="default benchmarks/results/sample_efficiency[_quick|_smoke] or "
+                      "gradient_sweep")
   p.add_argument("--seeds", type=int, default=5)
   p.add_argument("--steps", type=int, default=1000, help="student steps, every method")
   p.add_argument("--batch_size", type=int, default=64)
@@ -131,6 +133,10 @@ def parse_args(argv=None):
   if args.smoke:
     args.seeds, args.steps, args.students, args.cells = 1, 3, "cnn_small", "k5"
     args.methods = args.methods or "ce,tgt_random"
+  if not args.out:     # never let a quick, smoke or sweep run overwrite the full results
+    name = ("gradient_sweep" if args.sweep else "sample_efficiency" +
+            next((f"_{m}" for m in ("smoke", "quick") if getattr(args, m)), ""))
+    args.out = os.path.join(REPO, "benchmarks", "results", name)
   args.students = tuple(s for s in args.students.split(",") if s)
   args.cells = tuple(c for c in args.cells.split(",") if c)
   bad = [c for c in args.cells if c not in CELLS]
