@@ -54,14 +54,23 @@ def exists(directory):
 
 def save(directory, meta, params):
   """Writes params (orbax, synchronous) and then teacher.json, so JSON ⇒ complete."""
+  save_params_then_json(directory, params, META_FILE, meta)
+
+
+def save_params_then_json(directory, params, json_name, meta):
+  """params/ (orbax, every process) and then `json_name` (process 0): the JSON marks it complete.
+
+  With several processes, all wait until process 0 has written the JSON, because
+  the others may load it next.
+  """
   directory = checkpointing.absolute(directory)
   directory.mkdir(parents=True, exist_ok=True)
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save(directory / PARAMS_DIR, params, force=True)
   if jax.process_index() == 0:
-    (directory / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
-  if jax.process_count() > 1:   # the others load it next: not before process 0 has written it
-    multihost_utils.sync_global_devices(f"teacher.save {directory}")
+    (directory / json_name).write_text(json.dumps(meta, indent=2, sort_keys=True))
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(f"save {directory / json_name}")
 
 
 def read_meta(directory):
@@ -93,18 +102,25 @@ def load(directory, image_shape, num_classes, latent_dim=None, mesh=None):
   """
   meta = read_meta(directory)
   check_fits(meta, image_shape, num_classes, latent_dim, source=f"teacher at {directory!r}")
-  target = sharding.replicated(mesh if mesh is not None else sharding.make_mesh())
-  abstract = jax.tree.map(
-      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=target),
-      jax.eval_shape(lambda: init_params(meta, jax.random.key(0))))
   path = checkpointing.absolute(directory) / PARAMS_DIR
-  with ocp.StandardCheckpointer() as ckptr:
-    if not path.exists():
-      raise FileNotFoundError(f"Teacher at {os.fspath(directory)!r} has {META_FILE} but no "
-                              f"{PARAMS_DIR}/: it is incomplete; train it again.")
-    _check_same_shapes(abstract, ckptr.metadata(path).item_metadata, meta, directory)
-    params = ckptr.restore(path, abstract)
+  if not path.exists():
+    raise FileNotFoundError(f"Teacher at {os.fspath(directory)!r} has {META_FILE} but no "
+                            f"{PARAMS_DIR}/: it is incomplete; train it again.")
+  params = restore_replicated(path, lambda: init_params(meta, jax.random.key(0)), mesh,
+                              lambda *diff: _shape_error(diff, meta, directory))
   return meta, params
+
+
+def restore_replicated(path, init_fn, mesh, on_mismatch):
+  """Parameters at `path` restored replicated on `mesh` (default: all devices), whatever
+  topology saved them; a checkpoint whose shapes differ from `init_fn`'s calls
+  on_mismatch(name, expected, found), which raises."""
+  target = sharding.replicated(mesh if mesh is not None else sharding.make_mesh())
+  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=target),
+                          jax.eval_shape(init_fn))
+  with ocp.StandardCheckpointer() as ckptr:
+    check_same_shapes(abstract, ckptr.metadata(path).item_metadata, on_mismatch)
+    return ckptr.restore(path, abstract)
 
 
 def _shapes(tree):
@@ -112,14 +128,19 @@ def _shapes(tree):
           for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
-def _check_same_shapes(expected_tree, found_tree, meta, directory):
-  """A checkpoint of another model: name the first parameter that differs, both ways."""
+def check_same_shapes(expected_tree, found_tree, on_mismatch):
+  """Calls on_mismatch(name, expected shape, found shape) for the first parameter that
+  differs, either way ('absent' where one side lacks it)."""
   expected, found = _shapes(expected_tree), _shapes(found_tree)
-  models_named = (f"generator {meta['generator']!r}, labeler {meta['labeler']!r}, latent "
-                  f"{meta['latent_dim']}, image {tuple(meta['image_shape'])}")
   for name in sorted(expected.keys() | found.keys()):
     if expected.get(name) != found.get(name):
-      raise ValueError(
-          f"Teacher parameters in {os.fspath(directory)!r} do not match the models named in "
-          f"{META_FILE} ({models_named}): parameter {name} expected shape "
-          f"{expected.get(name, 'absent')}, found {found.get(name, 'absent')}.")
+      on_mismatch(name, expected.get(name, "absent"), found.get(name, "absent"))
+
+
+def _shape_error(diff, meta, directory):
+  name, expected, found = diff
+  models_named = (f"generator {meta['generator']!r}, labeler {meta['labeler']!r}, latent "
+                  f"{meta['latent_dim']}, image {tuple(meta['image_shape'])}")
+  raise ValueError(
+      f"Teacher parameters in {os.fspath(directory)!r} do not match the models named in "
+      f"{META_FILE} ({models_named}): parameter {name} expected shape {expected}, found {found}.")

@@ -25,13 +25,11 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
-from jax.experimental import multihost_utils
 
-from tgt_jax import checkpointing, models, sharding, tgt
+from tgt_jax import checkpointing, models, teacher, tgt
 
 COMPONENT_FILE = "component.json"
-PARAMS_DIR = "params"
+PARAMS_DIR = teacher.PARAMS_DIR
 KINDS = ("encoder", "generator", "labeler")
 _REQUIRED = {"encoder": ("latent_dim",), "generator": ("latent_dim",),
              "labeler": ("num_classes", "image_shape")}
@@ -93,15 +91,8 @@ def save_component(directory, kind, model_name, params, **meta):
   """
   meta = _complete(kind, model_name, meta)
   expected = jax.eval_shape(lambda: init_params(meta, jax.random.key(0)))
-  _check_same_shapes(expected, params, meta, directory)
-  directory = checkpointing.absolute(directory)
-  directory.mkdir(parents=True, exist_ok=True)
-  with ocp.StandardCheckpointer() as ckptr:
-    ckptr.save(directory / PARAMS_DIR, params, force=True)
-  if jax.process_index() == 0:
-    (directory / COMPONENT_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
-  if jax.process_count() > 1:   # the others may load it next
-    multihost_utils.sync_global_devices(f"teacher_components.save {directory}")
+  teacher.check_same_shapes(expected, params, lambda *d: _shape_error(d, meta, directory))
+  teacher.save_params_then_json(directory, params, COMPONENT_FILE, meta)
   return meta
 
 
@@ -122,17 +113,12 @@ def read_component(directory, expected_kind):
 
 def restore_params(directory, meta, mesh=None):
   """The component's variables, checked against its module and replicated on `mesh`."""
-  target = sharding.replicated(mesh if mesh is not None else sharding.make_mesh())
-  abstract = jax.tree.map(
-      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=target),
-      jax.eval_shape(lambda: init_params(meta, jax.random.key(0))))
   path = checkpointing.absolute(directory) / PARAMS_DIR
   if not path.exists():
     raise FileNotFoundError(f"Teacher {meta['kind']} at {os.fspath(directory)!r} has "
                             f"{COMPONENT_FILE} but no {PARAMS_DIR}/: it is incomplete.")
-  with ocp.StandardCheckpointer() as ckptr:
-    _check_same_shapes(abstract, ckptr.metadata(path).item_metadata, meta, directory)
-    return ckptr.restore(path, abstract)
+  return teacher.restore_replicated(path, lambda: init_params(meta, jax.random.key(0)), mesh,
+                                    lambda *d: _shape_error(d, meta, directory))
 
 
 def load_component(directory, expected_kind, mesh=None):
@@ -282,20 +268,12 @@ def random_params(abstract, seed=0):
   return jax.tree_util.tree_map_with_path(draw, abstract)
 
 
-def _shapes(tree):
-  return {jax.tree_util.keystr(k): tuple(v.shape)
-          for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
-def _check_same_shapes(expected_tree, found_tree, meta, directory):
-  """Parameters of another model: name the first one that differs, both ways."""
-  expected, found = _shapes(expected_tree), _shapes(found_tree)
-  for name in sorted(expected.keys() | found.keys()):
-    if expected.get(name) != found.get(name):
-      raise ValueError(
-          f"Teacher {meta['kind']} parameters in {os.fspath(directory)!r} do not match "
-          f"model {meta['model']!r} as described in {COMPONENT_FILE}: parameter {name} "
-          f"expected shape {expected.get(name, 'absent')}, found {found.get(name, 'absent')}.")
+def _shape_error(diff, meta, directory):
+  name, expected, found = diff
+  raise ValueError(
+      f"Teacher {meta['kind']} parameters in {os.fspath(directory)!r} do not match "
+      f"model {meta['model']!r} as described in {COMPONENT_FILE}: parameter {name} "
+      f"expected shape {expected}, found {found}.")
 
 
 if __name__ == "__main__":
