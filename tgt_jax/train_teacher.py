@@ -14,7 +14,7 @@ import numpy as np
 import optax
 
 from tgt_jax import evaluation, losses, sharding, teacher
-from tgt_jax.data import batches
+from tgt_jax.data import sources
 
 LABEL_KEPT_SIGMAS = (0.25, 0.5, 1.0, 2.0)
 REPORT_EXAMPLES = 2048       # teacher figures of a TFDS dataset: its first eval split's first n
@@ -41,14 +41,10 @@ def fit(loss_fn, params, data, *, steps, batch_size, learning_rate, seed, mesh, 
                     out_shardings=repl, donate_argnums=(0, 1))
   params = sharding.replicate(mesh, params)
   opt_state = sharding.replicate(mesh, tx.init(params))
-  rng, local = jax.random.key(seed), sharding.process_rows(batch_size)
-  stream = None if hasattr(data, "images") else iter(data)
+  rng = jax.random.key(seed)
+  stream = sources.split_stream(data, batch_size, seed) if hasattr(data, "images") else iter(data)
   for step in range(steps):
-    if stream is None:
-      rows = batches.batch_rows(len(data), batch_size, seed, step)[local]
-      batch = {"image": data.images[rows], "label": data.labels[rows]}
-    else:
-      batch = next(stream)
+    batch = next(stream)
     batch = sharding.to_global(mesh, {"image": batch["image"], "label": batch["label"]})
     params, opt_state, aux = step_fn(params, opt_state, batch, rng, step)
     if (step + 1) % log_every == 0 or step + 1 == steps:

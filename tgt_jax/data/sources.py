@@ -53,6 +53,14 @@ def make_batch(config, method, num_samples, labelled, unlabelled, step):
   return batch
 
 
+def split_stream(split, batch_size, seed):
+  """This process's rows of each labelled global batch of an in-memory split, by (seed, step)."""
+  local = sharding.process_rows(batch_size)
+  for step in itertools.count():
+    rows = batches.batch_rows(len(split), batch_size, seed, step)[local]
+    yield {"image": split.images[rows], "label": split.labels[rows]}
+
+
 class MemorySource:
   """A small real dataset held in memory (digits): exact replay on resume."""
 
@@ -75,10 +83,7 @@ class MemorySource:
       yield make_batch(self.config, method, num_samples, self.labelled, self.train, step)
 
   def teacher_batches(self, batch_size, seed):
-    local = sharding.process_rows(batch_size)
-    for step in itertools.count():
-      rows = batches.batch_rows(len(self.train), batch_size, seed, step)[local]
-      yield {"image": self.train.images[rows], "label": self.train.labels[rows]}
+    return split_stream(self.train, batch_size, seed)
 
   def evaluate(self, predict_fn, params, split_name, batch_size, mesh, groups):
     split = self.dataset.splits[split_name]
