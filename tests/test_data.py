@@ -56,7 +56,7 @@ def test_too_many_labels_names_the_value(digits):
   labels = digits.splits["train"].labels
   with pytest.raises(ValueError, match=r"labels_per_class=500 is more than exist.*has \d+"):
     subsets.student_counts(labels, 10, labels_per_class=500)
-  with pytest.raises(ValueError, match="not both"):
+  with pytest.raises(ValueError, match="not several"):
     subsets.student_counts(labels, 10, labels_per_class=5, imbalance=10)
   with pytest.raises(ValueError, match="imbalance must be >= 1"):
     subsets.student_counts(labels, 10, imbalance=0.5)

@@ -5,7 +5,8 @@ Both sources give the train loop the same things, so `train.py` has one code pat
   teacher_batches(size, seed)   labelled batches of the whole train split (teacher job)
   evaluate(predict, params, split, batch_size, mesh)   the accuracy report of a split
   sample(split, n)              up to n examples in memory (teacher quality figures)
-plus num_classes, image_shape, pixel_range and the student's per-class counts.
+plus num_classes, image_shape, pixel_range, input_dtype, the vocabulary of a text
+dataset (else None) and the student's per-class counts.
 
 Digits batches are a pure function of (seed, step), so a resumed run replays them
 exactly; TFDS streams are re-seeded from (seed, start step) (tfds_input.py).
@@ -17,9 +18,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from tgt_jax import evaluation, sharding
-from tgt_jax.data import batches, digits, subsets
+from tgt_jax.data import IN_MEMORY, batches, digits, subsets
 
-IN_MEMORY = ("digits",)
 _TRANSFER_STREAM = 7919       # seed offset of kd_transfer's unlabelled batches
 
 
@@ -33,7 +33,8 @@ def make_source(config):
 def student_subset(config, train_split, num_classes):
   """The student's labelled rows of an in-memory train split, and their per-class counts."""
   counts = subsets.student_counts(train_split.labels, num_classes, config.data.labels_per_class,
-                                  config.data.imbalance, config.data.head_count or None)
+                                  config.data.imbalance, config.data.head_count or None,
+                                  config.data.get("num_labels", 0))
   rows = subsets.select_rows(train_split.labels, counts, seed=config.seed)
   return train_split.take(rows), counts
 
@@ -67,10 +68,12 @@ class MemorySource:
   def __init__(self, config):
     from tgt_jax import data  # pylint: disable=g-import-not-at-top
     self.config = config
-    self.dataset = data.load(config.data.name)
+    self.dataset = data.load(config.data.name, config.data.to_dict())
     self.num_classes = self.dataset.num_classes
     self.image_shape = tuple(self.dataset.image_shape)
     self.pixel_range = tuple(self.dataset.pixel_range)
+    self.input_dtype = self.dataset.input_dtype
+    self.vocabulary, self.class_names = self.dataset.vocabulary, self.dataset.class_names
     self.train = self.dataset.splits["train"]
     self.eval_split_names = ("test", "validation")
     self.step_augment = config.data.get("augment", "none")   # applied inside the jitted step
@@ -109,6 +112,7 @@ class TfdsSource:
       raise ValueError(f"Unknown dataset name {config.data.name!r}: not one of the in-memory "
                        f"datasets {list(IN_MEMORY)} nor a TFDS dataset ({e}).") from None
     self.step_augment = "none"      # tf.data augments (config.data.augment names its recipe)
+    self.input_dtype, self.vocabulary, self.class_names = "float32", None, None
     self.num_classes, self.image_shape = meta.num_classes, tuple(meta.image_shape)
     self.pixel_range = tuple(meta.pixel_range)
     self.eval_split_names = tuple(self.spec.eval_splits)

@@ -39,18 +39,46 @@ def select_rows(labels, counts, seed):
   return np.sort(np.concatenate(rows))
 
 
-def student_counts(labels, num_classes, labels_per_class=0, imbalance=0.0, head_count=None):
+def proportional_counts(available, total):
+  """`total` labels spread in proportion to the class sizes, at least 1 per class.
+
+  Largest-remainder rounding, so the counts sum to `total` exactly: a random
+  label budget of a naturally long-tailed dataset, made reproducible per class.
+  """
+  available = np.asarray(available)
+  if not len(available) <= total <= available.sum():
+    raise ValueError(f"num_labels={total} must be between the number of classes "
+                     f"({len(available)}) and the train split's size ({int(available.sum())}).")
+  share = (total - len(available)) * available / available.sum()
+  counts = 1 + np.floor(share).astype(int)
+  counts = np.minimum(counts, available)
+  remainder = share - np.floor(share)
+  for c in np.argsort(-remainder, kind="stable"):
+    if counts.sum() >= total:
+      break
+    if counts[c] < available[c]:
+      counts[c] += 1
+  return counts
+
+
+def student_counts(labels, num_classes, labels_per_class=0, imbalance=0.0, head_count=None,
+                   num_labels=0):
   """Per-class sizes of the student's subset from the config's subset fields.
 
-  Exactly one of `labels_per_class` (> 0) and `imbalance` (>= 1) selects the
-  subset; with neither, the student sees the whole train split.
+  At most one of `labels_per_class` (> 0), `imbalance` (>= 1) and `num_labels`
+  (a total, in proportion to the class sizes) selects the subset; with none,
+  the student sees the whole train split.
   """
   available = np.bincount(labels, minlength=num_classes)
   if labels_per_class < 0:
     raise ValueError(f"labels_per_class must be >= 0, got {labels_per_class}.")
-  if labels_per_class and imbalance:
-    raise ValueError(f"Set labels_per_class ({labels_per_class}) or imbalance ({imbalance}), "
-                     "not both.")
+  chosen = [f"{k}={v}" for k, v in (("labels_per_class", labels_per_class),
+                                    ("imbalance", imbalance), ("num_labels", num_labels)) if v]
+  if len(chosen) > 1:
+    raise ValueError(
+        f"Set one of labels_per_class, imbalance and num_labels, not several: {chosen}.")
+  if num_labels:
+    return proportional_counts(available, num_labels)
   if labels_per_class:
     if labels_per_class > available.min():
       raise ValueError(
@@ -76,7 +104,9 @@ def class_groups(counts):
           "tail": sorted(order[len(counts) - third:])}
 
 
-def describe(labels_per_class=0, imbalance=0.0):
+def describe(labels_per_class=0, imbalance=0.0, num_labels=0):
+  if num_labels:
+    return f"{num_labels}_labels"
   if labels_per_class:
     return f"{labels_per_class}_per_class"
   if imbalance:
