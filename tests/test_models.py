@@ -8,7 +8,9 @@ from tgt_jax import models
 
 
 # The ResNets have their own tests (tests/test_resnet.py); running them on 8×8 here costs a minute.
-@pytest.mark.parametrize("name", sorted(n for n in models.CLASSIFIERS if not n.startswith("resnet")))
+# Text models: tests/test_text_models.py.
+@pytest.mark.parametrize("name", sorted(n for n in models.CLASSIFIERS
+                                        if not n.startswith("resnet") and not models.reads_text(n)))
 def test_classifiers_give_logits(name):
   model = models.classifier(name, 10)
   x = jnp.zeros((3, 8, 8, 1))
@@ -37,3 +39,10 @@ def test_unknown_names_list_the_known_ones():
     models.classifier("vit", 10)
   with pytest.raises(ValueError, match=r"Unknown generator model name 'gan'.*conv_vae"):
     models.generator("gan", (8, 8, 1), 16)
+
+
+def test_text_models_need_a_vocabulary():
+  assert models.reads_text("text_transformer") and models.reads_text("text_vae")
+  assert not models.reads_text("cnn_small")
+  with pytest.raises(ValueError, match="vocabulary size"):
+    models.classifier("text_transformer", 26)

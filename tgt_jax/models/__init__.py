@@ -4,7 +4,8 @@
 `generator(name, image_shape, latent_dim)` builds generative teachers;
 `encoder(name, latent_dim)` builds stand-alone encoders (a teacher from parts,
 see tgt_jax/teacher_components.py). `dtype` (compute dtype, e.g. jnp.bfloat16)
-is passed only to models that have one; parameters always stay float32.
+is passed only to models that have one; parameters always stay float32. Text
+models (models/text.py) also take `vocab_size`, which the data decides.
 """
 
 import dataclasses
@@ -13,6 +14,7 @@ import functools
 from tgt_jax.models.bigbigan import Encoder, Generator
 from tgt_jax.models.classifiers import ConvNet, MLP
 from tgt_jax.models.resnet import ResNet
+from tgt_jax.models.text import BagOfEmbeddings, TextVAE, TransformerClassifier
 from tgt_jax.models.vae import ConvVAE
 
 CLASSIFIERS = {
@@ -33,6 +35,17 @@ CLASSIFIERS = {
                                         small_images=True),
     # ~9k parameters: resnet50's code path (stem, max-pool, bottlenecks) for CPU tests.
     "resnet_tiny": functools.partial(ResNet, stage_sizes=(1, 1), bottleneck=True, width=1 / 8),
+    # Text (token ids or soft tokens). ~0.6M parameters with 8k words, 95% in the embeddings:
+    # the text student (also pretrained with masked tokens for the baseline).
+    "text_transformer": functools.partial(TransformerClassifier, width=64, depth=2, heads=4,
+                                          mlp_dim=128),
+    # Order-blind baseline student: mean of word embeddings → MLP.
+    "bag_of_embeddings": functools.partial(BagOfEmbeddings, width=64, hidden=64),
+    # The text labeler: wider and deeper than the student, trained on every train label.
+    "text_labeler": functools.partial(TransformerClassifier, width=128, depth=3, heads=4,
+                                      mlp_dim=256),
+    # For CPU tests and smoke runs only.
+    "text_tiny": functools.partial(TransformerClassifier, width=16, depth=1, heads=2, mlp_dim=32),
 }
 
 ENCODERS = {
@@ -50,6 +63,9 @@ GENERATORS = {
     "bigbigan_generator": Generator,
     # 16×16×3, 8 base channels: for CPU tests and smoke runs only.
     "bigbigan_generator_tiny": functools.partial(Generator, resolution=16, width=1 / 8),
+    # Sequence VAE over token ids (image_shape = (max_len,)): the text teacher's E and G.
+    "text_vae": functools.partial(TextVAE, width=128, depth=2, heads=4, mlp_dim=256),
+    "text_vae_tiny": functools.partial(TextVAE, width=16, depth=1, heads=2, mlp_dim=32),
 }
 
 
@@ -63,7 +79,18 @@ def _fields(make):
   return {f.name for f in dataclasses.fields(getattr(make, "func", make))}
 
 
-def _build(make, kind, name, dtype, **kwargs):
+def reads_text(name):
+  """Whether the classifier or generator `name` reads token ids (needs a vocabulary)."""
+  make = CLASSIFIERS.get(name) or GENERATORS.get(name)
+  return make is not None and "vocab_size" in _fields(make)
+
+
+def _build(make, kind, name, dtype, vocab_size=None, **kwargs):
+  if "vocab_size" in _fields(make):
+    if not vocab_size:
+      raise ValueError(f"The {kind} {name!r} reads text: it needs the data's vocabulary size "
+                       "(a text dataset such as wordnet).")
+    kwargs["vocab_size"] = int(vocab_size)
   if dtype is not None:
     if "dtype" not in _fields(make):
       raise ValueError(f"The {kind} {name!r} has no compute dtype; leave dtype unset for it.")
@@ -71,9 +98,9 @@ def _build(make, kind, name, dtype, **kwargs):
   return make(**kwargs)
 
 
-def classifier(name, num_classes, dtype=None):
+def classifier(name, num_classes, dtype=None, vocab_size=None):
   make = _lookup(CLASSIFIERS, "classifier", name)
-  return _build(make, "classifier", name, dtype, num_classes=num_classes)
+  return _build(make, "classifier", name, dtype, vocab_size, num_classes=num_classes)
 
 
 def encoder(name, latent_dim, dtype=None):
@@ -81,10 +108,11 @@ def encoder(name, latent_dim, dtype=None):
   return _build(make, "encoder", name, dtype, latent_dim=latent_dim)
 
 
-def generator(name, image_shape, latent_dim, output_range=(0.0, 1.0), dtype=None):
+def generator(name, image_shape, latent_dim, output_range=(0.0, 1.0), dtype=None,
+              vocab_size=None):
   """A generator; one with its own `resolution` (bigbigan_*) ignores `image_shape`."""
   make = _lookup(GENERATORS, "generator", name)
   kwargs = dict(latent_dim=latent_dim, output_range=tuple(output_range))
   if "image_shape" in _fields(make):
     kwargs["image_shape"] = tuple(image_shape)
-  return _build(make, "generator", name, dtype, **kwargs)
+  return _build(make, "generator", name, dtype, vocab_size, **kwargs)
