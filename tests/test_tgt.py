@@ -164,3 +164,73 @@ def test_synthetic_loss_has_no_gradient_through_exploration(setup):
 def test_bad_hyperparameters_name_the_value(field, value, match):
   with pytest.raises(ValueError, match=match):
     dataclasses.replace(tgt.TGTConfig(), **{field: value})
+
+
+# --- the discrete domain (text) ------------------------------------------------
+
+TEXT_VOCAB, TEXT_LEN = 40, 8
+
+
+@pytest.fixture(scope="module")
+def text_setup():
+  """Random-init sequence VAE, transformer labeler and bag-of-embeddings student."""
+  vae = models.generator("text_vae_tiny", (TEXT_LEN,), LATENT, vocab_size=TEXT_VOCAB)
+  labeler = models.classifier("text_tiny", 5, vocab_size=TEXT_VOCAB)
+  student = models.classifier("bag_of_embeddings", 5, vocab_size=TEXT_VOCAB)
+  x = jax.random.randint(jax.random.key(0), (16, TEXT_LEN), 3, TEXT_VOCAB).astype(jnp.int32)
+  k = jax.random.split(jax.random.key(1), 4)
+  params = {"generator": vae.init(k[0], x, k[1]), "labeler": labeler.init(k[2], x)}
+  teacher_fns = tgt.Teacher(
+      encode=lambda p, x: vae.apply(p["generator"], x, method=vae.encode)[0],
+      decode=lambda p, z: vae.apply(p["generator"], z, method=vae.decode),
+      label=lambda p, x: labeler.apply(p["labeler"], x) * 5.0,
+      latent_dim=LATENT, pixel_range=(0.0, 1.0),
+      decode_soft=lambda p, z: vae.apply(p["generator"], z, method=vae.decode_soft))
+  return teacher_fns, params, student.apply, student.init(k[3], x), x
+
+
+def test_relaxed_gradient_step_beats_random_step_of_same_norm(text_setup):
+  """TGT-gradient on text: through soft tokens, the step raises the discrepancy more than
+  a random step of the same length does."""
+  teacher_fns, params, student_apply, student_params, _ = text_setup
+
+  def d(z):
+    soft = teacher_fns.decode_soft(params, z)
+    return losses.kl_divergence(teacher_fns.label(params, soft), student_apply(student_params, soft))
+
+  z = jax.random.normal(jax.random.key(2), (64, LATENT))
+  eta = 0.05
+  gain_grad = d(tgt.ascend(d, z, z, eta, 1, float("inf"))) - d(z)
+  gains_rand = [d(tgt.normalized_step(z, jax.random.normal(jax.random.key(10 + i), z.shape), eta))
+                - d(z) for i in range(5)]
+  assert float(jnp.mean(gain_grad)) > 0
+  assert float(jnp.mean(gain_grad)) > max(float(jnp.mean(g)) for g in gains_rand)
+
+
+@pytest.mark.parametrize("method", ["tgt_random", "tgt_prior", "tgt_gradient",
+                                    "tgt_gradient_input"])
+def test_text_exploration_decodes_to_token_ids(text_setup, method):
+  teacher_fns, params, student_apply, student_params, x = text_setup
+  cfg = tgt.TGTConfig(method=method, num_samples=2, eta=2.0)
+  out = tgt.synthesize(jax.random.key(3), cfg, teacher_fns, params, student_apply,
+                       student_params, x)
+  assert out.shape == (32, TEXT_LEN) and out.dtype == jnp.int32
+  assert int(out.min()) >= 0 and int(out.max()) < TEXT_VOCAB
+
+
+def test_input_space_ascent_on_soft_tokens_changes_tokens(text_setup):
+  """The input-space variant moves the soft tokens and can change the decoded words."""
+  teacher_fns, params, student_apply, student_params, x = text_setup
+  key = jax.random.key(4)
+  random_ids = tgt.synthesize(key, tgt.TGTConfig(method="tgt_random"), teacher_fns, params,
+                              student_apply, student_params, x)
+  ascended = tgt.synthesize(key, tgt.TGTConfig(method="tgt_gradient_input", eta=5.0, steps=3),
+                            teacher_fns, params, student_apply, student_params, x)
+  assert bool(jnp.any(random_ids != ascended))
+
+
+def test_mixup_refuses_token_ids(text_setup):
+  teacher_fns, params, student_apply, student_params, x = text_setup
+  with pytest.raises(ValueError, match="token ids"):
+    tgt.synthesize(jax.random.key(0), tgt.TGTConfig(method="kd_mixup"), teacher_fns, params,
+                   student_apply, student_params, x)

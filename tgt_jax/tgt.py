@@ -9,12 +9,19 @@ The functions mirror DESIGN §1 / the paper:
   L   = CE(y, S(x)) + α·KD_τ(p, S(x)) + λ·KD_τ(p', S(x'))      tgt_loss
 
 where d = KL(softmax(T(·)/τ) ‖ softmax(S(·)/τ)) is `losses.kl_divergence`.
+
+Discrete data (text): G decodes to token ids, which have no gradient. A teacher
+with `decode_soft` (z → token distributions) gives the continuous relaxation:
+TGT-gradient ascends d through the soft tokens, whose expected embeddings the
+labeler and the student read (models/text.py), then decodes the final z' to ids.
+The input-space variant ascends the soft tokens themselves (clipped to [0, 1])
+and keeps each position's most likely token.
 Teacher and student are passed as pure apply functions, so this module knows
 nothing about Flax, checkpoints or sharding.
 """
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -40,6 +47,7 @@ class Teacher:
   label: Callable[[Any, jax.Array], jax.Array]      # (params, x) → logits T(x)
   latent_dim: int
   pixel_range: tuple[float, float]
+  decode_soft: Optional[Callable[[Any, jax.Array], jax.Array]] = None  # text: z → soft tokens
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,6 +160,8 @@ def synthesize(rng, cfg, teacher, teacher_params, student_apply, student_params,
       raise ValueError("kd_transfer needs the unlabelled images in batch['transfer'].")
     return transfer
   if cfg.method == "kd_mixup":
+    if jnp.issubdtype(x.dtype, jnp.integer):
+      raise ValueError("kd_mixup mixes continuous inputs; these are token ids (text).")
     return jax.lax.stop_gradient(mixup(rng, x, cfg.num_samples))
   m = cfg.num_samples
   teacher_params = jax.lax.stop_gradient(teacher_params)
@@ -166,13 +176,19 @@ def synthesize(rng, cfg, teacher, teacher_params, student_apply, student_params,
   else:
     z = jnp.repeat(teacher.encode(teacher_params, x), m, axis=0)
     z_start = random_latents(rng, z, cfg.sigma)
+    relaxed = teacher.decode_soft or teacher.decode   # G, differentiable
     if cfg.method == "tgt_gradient":
-      z_start = ascend(lambda z_: discrepancy_of_input(teacher.decode(teacher_params, z_)),
+      z_start = ascend(lambda z_: discrepancy_of_input(relaxed(teacher_params, z_)),
                        z_start, z, cfg.eta, cfg.steps, cfg.epsilon)
-    x_syn = teacher.decode(teacher_params, z_start)
     if cfg.method == "tgt_gradient_input":
-      x_syn = ascend(discrepancy_of_input, x_syn, x_syn, cfg.eta, cfg.steps, cfg.epsilon,
-                     clip=teacher.pixel_range)
+      x_start = relaxed(teacher_params, z_start)
+      clip = teacher.pixel_range if teacher.decode_soft is None else (0.0, 1.0)
+      x_syn = ascend(discrepancy_of_input, x_start, x_start, cfg.eta, cfg.steps, cfg.epsilon,
+                     clip=clip)
+      if teacher.decode_soft is not None:
+        x_syn = jnp.argmax(x_syn, axis=-1).astype(jnp.int32)
+    else:
+      x_syn = teacher.decode(teacher_params, z_start)
   return jax.lax.stop_gradient(x_syn)
 
 
