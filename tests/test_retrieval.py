@@ -1,0 +1,144 @@
+"""Retrieval metrics against brute force on the 8-device mesh, and the losses against numpy."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tgt_jax import retrieval, sharding
+
+
+@pytest.fixture(scope="module")
+def mesh():
+  assert jax.device_count() == 8
+  return sharding.make_mesh()
+
+
+def _normalise(x):
+  return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def _brute_force_ranks(queries, docs, targets):
+  """Position of the target after sorting all documents, ties broken in the target's favour."""
+  scores = queries.astype(np.float64) @ docs.astype(np.float64).T
+  ranks = []
+  for row, target in zip(scores, targets):
+    is_other = np.arange(len(row)) != target
+    order = np.lexsort((is_other, -row))  # last key is primary: score, then target first.
+    ranks.append(int(np.flatnonzero(order == target)[0]) + 1)
+  return np.array(ranks)
+
+
+def _brute_force_report(ranks, ks):
+  out = {f"recall@{k}": np.mean(ranks <= k) for k in ks}
+  out["mrr"] = np.mean(1.0 / ranks)
+  return out
+
+
+def test_ranks_and_report_match_brute_force(mesh):
+  rng = np.random.default_rng(0)
+  queries = _normalise(rng.normal(size=(37, 8))).astype(np.float32)
+  docs = _normalise(rng.normal(size=(101, 8))).astype(np.float32)
+  targets = rng.integers(0, 101, size=37)
+  ranks = retrieval.evaluate_ranks(retrieval.make_ranker(mesh), queries, docs, targets, 16, mesh)
+  expected = _brute_force_ranks(queries, docs, targets)
+  np.testing.assert_array_equal(ranks, expected)
+  assert ranks.shape == (37,) and ranks.min() >= 1 and ranks.max() > 10
+  report = retrieval.retrieval_report(ranks, ks=(1, 5, 10))
+  for key, value in _brute_force_report(expected, (1, 5, 10)).items():
+    assert report[key] == pytest.approx(value), key
+  assert report["mean_rank"] == pytest.approx(expected.mean())
+  assert report["num_queries"] == 37
+  assert all(type(v) is float for k, v in report.items() if k != "num_queries")
+
+
+def test_exact_ties_resolve_in_the_targets_favour(mesh):
+  # Small integers: every dot product is exact, so the ties are exact on any backend.
+  rng = np.random.default_rng(1)
+  docs = rng.integers(-3, 4, size=(101, 8)).astype(np.float32)
+  docs[50:60] = docs[7]  # Ten copies of document 7.
+  docs[90] = docs[3]
+  queries = rng.integers(-3, 4, size=(37, 8)).astype(np.float32)
+  targets = rng.integers(0, 101, size=37)
+  targets[:6] = [7, 55, 59, 3, 90, 50]
+  queries[1:3] = queries[5] = queries[0]
+  queries[4] = queries[3]
+  ranks = retrieval.evaluate_ranks(retrieval.make_ranker(mesh), queries, docs, targets, 16, mesh)
+  np.testing.assert_array_equal(ranks, _brute_force_ranks(queries, docs, targets))
+  # Copies of a document share its rank: 1 + #strictly better, whichever copy is the target.
+  assert ranks[0] == ranks[1] == ranks[2] == ranks[5]
+  assert ranks[3] == ranks[4]
+  scores = queries[0] @ docs.T
+  assert ranks[0] == 1 + np.sum(scores > scores[7])
+  # The rule is exercised: many targets tie with other documents (integer scores).
+  all_scores = queries @ docs.T
+  target_scores = all_scores[np.arange(37), targets]
+  assert np.sum(np.sum(all_scores == target_scores[:, None], -1) > 1) > 10
+
+
+def test_perfect_scorer_ranks_first():
+  scores = jnp.asarray(np.random.default_rng(2).normal(size=(12, 30)), jnp.float32)
+  targets = jnp.argmax(scores, -1)
+  np.testing.assert_array_equal(retrieval.target_ranks(scores, targets), np.ones(12))
+  # Identical queries and documents: each document is its own best match.
+  emb = _normalise(np.random.default_rng(3).normal(size=(20, 6))).astype(np.float32)
+  ranks = retrieval.target_ranks(retrieval.similarity(emb, emb, 0.05), jnp.arange(20))
+  np.testing.assert_array_equal(ranks, np.ones(20))
+
+
+def _numpy_in_batch_loss(queries, docs, temperature, doc_ids=None):
+  scores = queries.astype(np.float64) @ docs.astype(np.float64).T / temperature
+  losses = []
+  for i, row in enumerate(scores):
+    keep = np.ones(len(row), bool) if doc_ids is None else (doc_ids != doc_ids[i])
+    keep[i] = True
+    top = row[keep].max()
+    losses.append(top + np.log(np.sum(np.exp(row[keep] - top))) - row[i])
+  return np.mean(losses)
+
+
+def test_in_batch_softmax_loss_matches_numpy():
+  rng = np.random.default_rng(4)
+  queries = _normalise(rng.normal(size=(10, 8))).astype(np.float32)
+  docs = _normalise(rng.normal(size=(10, 8))).astype(np.float32)
+  loss = retrieval.in_batch_softmax_loss(queries, docs, 0.1)
+  assert loss == pytest.approx(_numpy_in_batch_loss(queries, docs, 0.1), rel=1e-5)
+
+  doc_ids = np.array([0, 1, 2, 1, 4, 0, 6, 1, 8, 9])
+  masked = retrieval.in_batch_softmax_loss(queries, docs, 0.1, jnp.asarray(doc_ids))
+  assert masked == pytest.approx(_numpy_in_batch_loss(queries, docs, 0.1, doc_ids), rel=1e-5)
+  assert masked < loss  # Fewer negatives in the denominator.
+
+  grads = jax.grad(retrieval.in_batch_softmax_loss, argnums=(0, 1))(
+      queries, docs, 0.1, jnp.asarray(doc_ids))
+  for grad in grads:
+    assert np.all(np.isfinite(grad)) and np.any(grad != 0)
+
+
+def test_score_distillation_loss_is_a_kl():
+  rng = np.random.default_rng(5)
+  teacher = rng.normal(size=(6, 15)).astype(np.float32)
+  student = rng.normal(size=(6, 15)).astype(np.float32)
+  assert retrieval.score_distillation_loss(teacher, teacher, 2.0) == pytest.approx(0.0, abs=1e-6)
+  tau = 2.0
+  t = teacher.astype(np.float64) / tau
+  s = student.astype(np.float64) / tau
+  log_p = t - np.log(np.sum(np.exp(t), -1, keepdims=True))
+  log_q = s - np.log(np.sum(np.exp(s), -1, keepdims=True))
+  expected = tau**2 * np.mean(np.sum(np.exp(log_p) * (log_p - log_q), -1))
+  loss = retrieval.score_distillation_loss(teacher, student, tau)
+  assert loss > 0
+  assert loss == pytest.approx(expected, rel=1e-5)
+
+
+def test_embed_all_keeps_row_order(mesh):
+  rng = np.random.default_rng(6)
+  inputs = rng.normal(size=(45, 5)).astype(np.float32)
+  params = {"w": rng.normal(size=(5, 3)).astype(np.float32)}
+  embed_fn = lambda p, x: jnp.tanh(x @ p["w"])
+  out = retrieval.embed_all(embed_fn, params, inputs, 16, mesh)
+  assert out.shape == (45, 3)
+  np.testing.assert_allclose(out, embed_fn(params, inputs), rtol=1e-6, atol=1e-6)
+  tree = retrieval.embed_all(lambda p, b: b["x"] @ p["w"] + b["bias"][:, None], params,
+                             {"x": inputs, "bias": np.arange(45, dtype=np.float32)}, 8, mesh)
+  np.testing.assert_allclose(tree, inputs @ params["w"] + np.arange(45)[:, None], rtol=1e-5)

@@ -1,0 +1,116 @@
+"""Dual-encoder retrieval: scores, in-batch loss, score distillation and exact ranks.
+
+A query (a gloss embedding) is scored against every document (a synset's
+lemma-set embedding) with one matrix product; embeddings are L2-normalised by
+the towers, so a score is a cosine divided by a temperature. Ranking runs on the
+same data mesh as training: queries are batch-sharded, the document matrix is
+replicated, and only the rank of the target leaves the device, so the full
+[Q, N] score matrix is never materialised on the host.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
+
+from tgt_jax import losses, sharding
+from tgt_jax.data import batches
+
+
+def similarity(query_emb, doc_emb, temperature=1.0):
+  """[Q, D] x [N, D] → [Q, N] scores q·dᵀ / τ."""
+  return jnp.einsum("qd,nd->qn", query_emb, doc_emb,
+                    preferred_element_type=jnp.float32) / temperature
+
+
+def in_batch_softmax_loss(query_emb, doc_emb, temperature, doc_ids=None):
+  """Mean over rows of −log softmax(scores)[i, i]: document i is row i's positive.
+
+  Every other document of the batch is a negative, except that when `doc_ids`
+  ([B]) says two rows share a document, those duplicate columns are removed
+  from each other's denominator (the diagonal always stays): otherwise the loss
+  would push a query away from a copy of its own positive.
+  """
+  scores = similarity(query_emb, doc_emb, temperature)
+  if doc_ids is not None:
+    same_doc = doc_ids[:, None] == doc_ids[None, :]
+    duplicate = same_doc & ~jnp.eye(scores.shape[0], dtype=bool)
+    scores = jnp.where(duplicate, -jnp.inf, scores)
+  log_probs = jax.nn.log_softmax(scores, axis=-1)
+  return -jnp.mean(jnp.diagonal(log_probs))
+
+
+def score_distillation_loss(teacher_scores, student_scores, temperature=1.0, weights=None):
+  """τ²·KL(softmax(t/τ) ‖ softmax(s/τ)) over the same candidates, mean over rows.
+
+  The teacher's soft relevance over the documents plays the role of class
+  logits, so this is exactly the classification KD loss (`losses.kd_loss`).
+  """
+  return losses.kd_loss(teacher_scores, student_scores, temperature, weights)
+
+
+def target_ranks(scores, targets):
+  """1-based rank of each row's target: 1 + #documents scoring strictly higher.
+
+  Ties are resolved in the target's favour (a document with the same score does
+  not push it down), so a rank never depends on document order. One comparison
+  per score, no sort.
+  """
+  target_scores = jnp.take_along_axis(scores, targets[:, None], axis=-1)
+  return 1 + jnp.sum(scores > target_scores, axis=-1, dtype=jnp.int32)
+
+
+def make_ranker(mesh):
+  """Jitted (queries [Q, D] sharded, documents [N, D] replicated, targets [Q]) → ranks [Q].
+
+  The temperature is left out: dividing by it cannot change a rank.
+  """
+  rows, everywhere = sharding.batch_sharded(mesh), sharding.replicated(mesh)
+  return jax.jit(lambda queries, docs, targets: target_ranks(similarity(queries, docs), targets),
+                 in_shardings=(rows, everywhere, rows), out_shardings=rows)
+
+
+def _batched_on_mesh(fn, inputs, num_rows, batch_size, mesh):
+  """fn(global batch) for every padded global batch of `inputs`, gathered, padding dropped.
+
+  Every process runs the same number of batches and feeds its own rows, like
+  `evaluation.predict`.
+  """
+  sharding.check_batch_size(batch_size, mesh)
+  local = sharding.process_rows(batch_size)
+  out = []
+  for rows, valid in batches.eval_batches(num_rows, batch_size):
+    batch = sharding.to_global(mesh, jax.tree.map(lambda x: np.asarray(x)[rows][local], inputs))
+    result = multihost_utils.process_allgather(fn(batch), tiled=True)
+    out.append(np.asarray(result)[valid])
+  return np.concatenate(out)
+
+
+def evaluate_ranks(ranker, query_emb, doc_emb, targets, batch_size, mesh):
+  """Rank of the target document of every query (numpy [Q]), in query order."""
+  docs = sharding.replicate(mesh, np.asarray(doc_emb))
+  return _batched_on_mesh(lambda batch: ranker(batch["query"], docs, batch["target"]),
+                          {"query": query_emb, "target": np.asarray(targets, np.int32)},
+                          len(targets), batch_size, mesh)
+
+
+def retrieval_report(ranks, ks=(1, 10)):
+  """Recall@k, mean reciprocal rank and mean rank, as plain python numbers."""
+  ranks = np.asarray(ranks, np.float64)
+  out = {f"recall@{k}": float(np.mean(ranks <= k)) for k in ks}
+  out["mrr"] = float(np.mean(1.0 / ranks))
+  out["mean_rank"] = float(np.mean(ranks))
+  out["num_queries"] = int(ranks.size)
+  return out
+
+
+def embed_all(embed_fn, params, inputs, batch_size, mesh):
+  """embed_fn(params, batch) → [B, D] for every row of `inputs` (array or pytree), in order.
+
+  Used to embed the whole document set once per evaluation.
+  """
+  rows, everywhere = sharding.batch_sharded(mesh), sharding.replicated(mesh)
+  embed = jax.jit(embed_fn, in_shardings=(everywhere, rows), out_shardings=rows)
+  params = sharding.replicate(mesh, params)
+  num_rows = len(jax.tree.leaves(inputs)[0])
+  return _batched_on_mesh(lambda batch: embed(params, batch), inputs, num_rows, batch_size, mesh)
