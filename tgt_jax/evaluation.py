@@ -24,6 +24,18 @@ def balanced_accuracy(predictions, labels, num_classes):
   return float(np.nanmean(per_class_accuracy(predictions, labels, num_classes)))
 
 
+def macro_f1(predictions, labels, num_classes):
+  """Mean over classes present in `labels` of F1 = 2·precision·recall / (precision + recall)."""
+  scores = []
+  for c in range(num_classes):
+    true_c, pred_c = labels == c, predictions == c
+    if not np.any(true_c):
+      continue
+    hits = np.sum(true_c & pred_c)
+    scores.append(2.0 * hits / (np.sum(true_c) + np.sum(pred_c)))
+  return float(np.mean(scores)) if scores else float("nan")
+
+
 def make_predict(apply_fn, mesh):
   return jax.jit(lambda params, images: jnp.argmax(apply_fn(params, images), -1),
                  in_shardings=(sharding.replicated(mesh), sharding.batch_sharded(mesh)),
@@ -46,6 +58,7 @@ def report(predictions, labels, num_classes, groups):
   per_class = per_class_accuracy(predictions, labels, num_classes)
   out = {"accuracy": float(np.mean(predictions == labels)),
          "balanced_accuracy": float(np.nanmean(per_class)),
+         "macro_f1": macro_f1(predictions, labels, num_classes),
          "per_class_accuracy": per_class}
   for name, classes in groups.items():
     seen = [per_class[c] for c in classes if not np.isnan(per_class[c])]

@@ -1,4 +1,5 @@
-"""Metrics for people: JSON lines + TensorBoard on process 0, a progress line, image grids."""
+"""Metrics for people: JSON lines + TensorBoard on process 0, a progress line, image grids
+and text samples."""
 
 import json
 import time
@@ -43,6 +44,14 @@ class MetricWriter:
     (self._workdir / f"{name}_{int(step):07d}.png").write_bytes(png)
     with self._tb.as_default():
       self._tf.summary.image(name, grid[None], step=step)
+
+  def text(self, step, name, text):
+    """A text file `{name}_{step}.txt` in the workdir and a text summary in TensorBoard."""
+    if not self.enabled:
+      return
+    (self._workdir / f"{name}_{int(step):07d}.txt").write_text(text)
+    with self._tb.as_default():
+      self._tf.summary.text(name, text, step=step)
 
   def close(self):
     if self.enabled:

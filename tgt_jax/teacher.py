@@ -7,6 +7,7 @@ JSON, restores parameters against their expected shapes, and refuses, naming
 the expected and the found value, a teacher that does not fit the data.
 """
 
+import hashlib
 import json
 import os
 
@@ -24,9 +25,10 @@ PARAMS_DIR = "params"
 
 def build_modules(meta):
   """Flax modules (generator, labeler) described by teacher metadata."""
+  vocab_size = meta.get("vocab_size")       # text teachers only
   generator = models.generator(meta["generator"], meta["image_shape"], meta["latent_dim"],
-                               meta["pixel_range"])
-  labeler = models.classifier(meta["labeler"], meta["num_classes"])
+                               meta["pixel_range"], vocab_size=vocab_size)
+  labeler = models.classifier(meta["labeler"], meta["num_classes"], vocab_size=vocab_size)
   return generator, labeler
 
 
@@ -38,12 +40,14 @@ def as_functions(meta):
       decode=lambda p, z: generator.apply(p["generator"], z, method=generator.decode),
       label=lambda p, x: labeler.apply(p["labeler"], x),
       latent_dim=int(meta["latent_dim"]),
-      pixel_range=tuple(meta["pixel_range"]))
+      pixel_range=tuple(meta["pixel_range"]),
+      decode_soft=(lambda p, z: generator.apply(p["generator"], z, method=generator.decode_soft))
+      if hasattr(generator, "decode_soft") else None)
 
 
 def init_params(meta, rng):
   generator, labeler = build_modules(meta)
-  x = jnp.zeros((1, *meta["image_shape"]), jnp.float32)
+  x = jnp.zeros((1, *meta["image_shape"]), meta.get("input_dtype", "float32"))
   rng_g, rng_l, rng_s = jax.random.split(rng, 3)
   return {"generator": generator.init(rng_g, x, rng_s), "labeler": labeler.init(rng_l, x)}
 
@@ -82,26 +86,38 @@ def read_meta(directory):
   return json.loads(path.read_text())
 
 
-def check_fits(meta, image_shape, num_classes, latent_dim=None, source="teacher"):
+def vocabulary_fingerprint(vocabulary):
+  """A short hash of the token list: a text teacher fits only data with the same vocabulary."""
+  return hashlib.sha256("\n".join(vocabulary).encode()).hexdigest()[:16]
+
+
+def check_fits(meta, image_shape, num_classes, latent_dim=None, source="teacher",
+               vocabulary=None):
   """Errors that name both the expected and the found value."""
   checks = [("image shape", tuple(image_shape), tuple(meta["image_shape"])),
             ("number of classes", int(num_classes), int(meta["num_classes"]))]
   if latent_dim:
     checks.append(("latent size", int(latent_dim), int(meta["latent_dim"])))
+  if vocabulary is not None or meta.get("vocab_size"):
+    checks.append(("vocabulary size", len(vocabulary or ()), meta.get("vocab_size")))
+    checks.append(("vocabulary fingerprint", vocabulary and
+                   vocabulary_fingerprint(vocabulary),
+                   meta.get("vocabulary_fingerprint")))
   for what, expected, found in checks:
     if expected != found:
       raise ValueError(f"The {source} does not fit: the data/config expects {what} {expected}, "
                        f"the teacher has {found}.")
 
 
-def load(directory, image_shape, num_classes, latent_dim=None, mesh=None):
+def load(directory, image_shape, num_classes, latent_dim=None, mesh=None, vocabulary=None):
   """(meta, params) of the teacher in `directory`, checked against the data.
 
   Parameters come back replicated on `mesh` (default: all devices), whatever
   topology they were saved from.
   """
   meta = read_meta(directory)
-  check_fits(meta, image_shape, num_classes, latent_dim, source=f"teacher at {directory!r}")
+  check_fits(meta, image_shape, num_classes, latent_dim, source=f"teacher at {directory!r}",
+             vocabulary=vocabulary)
   path = checkpointing.absolute(directory) / PARAMS_DIR
   if not path.exists():
     raise FileNotFoundError(f"Teacher at {os.fspath(directory)!r} has {META_FILE} but no "

@@ -19,12 +19,11 @@ import optax
 from etils import epath
 from jax.experimental import multihost_utils
 
-from tgt_jax import (checkpointing, evaluation, losses, metrics, models, sharding, teacher,
-                     teacher_components, tgt, train_teacher)
+from tgt_jax import (checkpointing, evaluation, metrics, models, pretrain, probe, sharding,
+                     teacher, teacher_components, text_teacher, tgt, train_teacher)
 from tgt_jax.data import augment, sources, subsets
 
-JOBS = ("student", "teacher")
-_AUGMENT_STREAM = 2 ** 20     # fold_in index of the augmentation key: apart from TGT's own key
+JOBS = ("student", "teacher", "pretrain")
 
 
 @flax.struct.dataclass
@@ -66,22 +65,13 @@ def resolve_durations(config, num_examples):
   return config
 
 
-def augment_batch(name, rng, batch, fill):
-  """The real images (and the transfer set's) augmented; the same key gives the same images."""
-  if name == "none":
-    return batch
-  out = dict(batch)
-  for i, key in enumerate(k for k in ("image", "transfer") if k in batch):
-    out[key] = augment.augment(name, jax.random.fold_in(rng, i), batch[key], fill)
-  return out
-
-
 def make_train_step(student_apply, tx, cfg, teacher_fns, mesh, augment_name="none", fill=0.0):
   """The jitted, sharded TGT update: (state, teacher_params, batch, rng) → (state, terms)."""
 
   def train_step(state, teacher_params, batch, rng):
     rng = jax.random.fold_in(rng, state.step)
-    batch = augment_batch(augment_name, jax.random.fold_in(rng, _AUGMENT_STREAM), batch, fill)
+    batch = augment.augment_batch(augment_name, jax.random.fold_in(rng, augment.STREAM), batch,
+                                  fill)
     targets = tgt.teacher_targets(rng, cfg, teacher_fns, teacher_params, student_apply,
                                   state.params, batch)
     (_, terms), grads = jax.value_and_grad(tgt.tgt_loss, has_aux=True)(
@@ -95,41 +85,6 @@ def make_train_step(student_apply, tx, cfg, teacher_fns, mesh, augment_name="non
   repl = sharding.replicated(mesh)
   return jax.jit(train_step, in_shardings=(repl, repl, sharding.batch_sharded(mesh), repl),
                  out_shardings=(repl, repl), donate_argnums=(0,))
-
-
-def make_probe(student_apply, cfg, teacher_fns, mesh, grid_examples, augment_name="none",
-               fill=0.0):
-  """Exploration diagnostics for logging steps, reproducing the step's own x' (same key).
-
-  Kept out of the train step so it costs nothing on the other steps.
-  """
-
-  def probe(state, teacher_params, batch, rng):
-    rng = jax.random.fold_in(rng, state.step)
-    batch = augment_batch(augment_name, jax.random.fold_in(rng, _AUGMENT_STREAM), batch, fill)
-    x = batch["image"]
-    x_syn = tgt.synthesize(rng, cfg, teacher_fns, teacher_params, student_apply, state.params, x,
-                           batch.get("transfer"))
-    x_rec = teacher_fns.decode(teacher_params, teacher_fns.encode(teacher_params, x))
-
-    def discrepancy(images):
-      return losses.kl_divergence(teacher_fns.label(teacher_params, images),
-                                  student_apply(state.params, images), cfg.temperature)
-
-    t_syn = teacher_fns.label(teacher_params, x_syn)
-    stats = {"discrepancy_before_exploration": jnp.mean(discrepancy(x_rec)),
-             "discrepancy_after_exploration": jnp.mean(discrepancy(x_syn)),
-             "teacher_entropy_synthetic": jnp.mean(losses.entropy(t_syn)),
-             "teacher_confidence_synthetic": jnp.mean(jnp.max(jax.nn.softmax(t_syn), -1)),
-             "teacher_entropy_real": jnp.mean(losses.entropy(teacher_fns.label(teacher_params, x)))}
-    n = grid_examples
-    lo, hi = teacher_fns.pixel_range
-    grid = [(im[:n] - lo) / (hi - lo) for im in (x, x_rec, x_syn[::cfg.num_samples])]
-    return stats, grid
-
-  repl = sharding.replicated(mesh)
-  return jax.jit(probe, in_shardings=(repl, repl, sharding.batch_sharded(mesh), repl),
-                 out_shardings=repl)
 
 
 def validate_config(config):
@@ -199,7 +154,8 @@ def load_or_train_teacher(config, workdir, source, mesh):
     teacher.save(directory, meta, params)
     logging.info("Teacher report: %s", json.dumps(report))
   return teacher.load(directory, source.image_shape, source.num_classes,
-                      latent_dim=config.teacher.latent_dim, mesh=mesh)
+                      latent_dim=config.teacher.latent_dim, mesh=mesh,
+                      vocabulary=source.vocabulary)
 
 
 def write_json(workdir, name, payload):
@@ -217,6 +173,10 @@ def run_teacher_job(config, workdir):
   meta["report"] = report
   directory = teacher_dir(config, workdir)
   teacher.save(directory, meta, params)
+  if source.vocabulary is not None and jax.process_index() == 0:
+    samples = text_teacher.teacher_samples(meta, params, source.sample("test", 16), mesh,
+                                           source.vocabulary, source.class_names)
+    (epath.Path(directory) / "samples.txt").write_text(samples)
   results = {"job": "teacher", "teacher_dir": directory, "seed": config.seed,
              "wall_time_sec": time.time() - start, **report}
   write_json(workdir, "results.json", results)
@@ -227,20 +187,33 @@ def train_and_evaluate(config, workdir):
   """Runs the job in `config` in `workdir` (resuming if it holds a checkpoint); returns results."""
   validate_config(config)
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)
-  results = (run_teacher_job if config.job == "teacher" else run_student_job)(config, workdir)
+  run_job = {"teacher": run_teacher_job, "student": run_student_job,
+             "pretrain": pretrain.run_pretrain_job}[config.job]
+  results = run_job(config, workdir)
   if jax.process_count() > 1:     # nobody exits while another process still needs it
     multihost_utils.sync_global_devices("train_and_evaluate done")
   return results
 
 
+def build_student(config, source):
+  return models.classifier(config.student.model, source.num_classes,
+                           config.student.get("dtype") or None,
+                           vocab_size=len(source.vocabulary) if source.vocabulary else None)
+
+
 def init_student(config, source, mesh):
-  """(module, optimizer, replicated step-0 state, key of the per-step noise) from the seed."""
-  student = models.classifier(config.student.model, source.num_classes,
-                              **({"dtype": config.student.dtype}
-                                 if config.student.get("dtype") else {}))
+  """(module, optimizer, replicated step-0 state, key of the per-step noise) from the seed.
+
+  With config.student.init_from, every parameter but the classification head
+  starts from that pretrained student (pretrain.py).
+  """
+  student = build_student(config, source)
   tx = make_optimizer(config.optimizer, config.num_train_steps)
   init_key, step_key = jax.random.split(jax.random.key(config.seed))
-  params = student.init(init_key, jnp.zeros((1, *source.image_shape), jnp.float32))
+  params = student.init(init_key, jnp.zeros((1, *source.image_shape), source.input_dtype))
+  if config.student.get("init_from"):
+    params = pretrain.load_into(params, config.student.init_from, config.student.model,
+                                source.vocabulary)
   state = sharding.replicate(mesh, TrainState(jnp.asarray(0, jnp.int32), params, tx.init(params)))
   return student, tx, state, step_key
 
@@ -254,9 +227,10 @@ def run_student_job(config, workdir):
   source = sources.make_source(config)
   counts = source.counts
   config = resolve_durations(config, int(np.sum(counts)))
-  logging.info("Student subset: %s, %d images, per class %s",
-               subsets.describe(config.data.labels_per_class, config.data.imbalance),
-               int(np.sum(counts)), counts.tolist())
+  subset = subsets.describe(config.data.labels_per_class, config.data.imbalance,
+                            config.data.get("num_labels", 0))
+  logging.info("Student subset: %s, %d examples, per class %s", subset, int(np.sum(counts)),
+               counts.tolist())
 
   needs_teacher = cfg.alpha_eff > 0 or cfg.lam_eff > 0
   teacher_meta = teacher_params = None
@@ -300,8 +274,7 @@ def run_student_job(config, workdir):
       "eval_only": bool(config.eval_only), "checkpoint_step": total,
       "method": cfg.method, "seed": config.seed, "student_model": config.student.model,
       "data": {"name": config.data.name,
-               "subset": subsets.describe(config.data.labels_per_class, config.data.imbalance),
-               "labels_per_class": config.data.labels_per_class,
+               "subset": subset, "labels_per_class": config.data.labels_per_class,
                "imbalance": config.data.imbalance, "class_counts": counts.tolist(),
                "num_labelled": int(np.sum(counts)), "class_groups": groups},
       **reports, "test": test, "test_accuracy": test["balanced_accuracy"],
@@ -323,8 +296,8 @@ def _train_loop(config, cfg, workdir, mesh, student, tx, state, teacher_meta, te
   fill = float(source.pixel_range[0])        # the background of digits: black
   train_step = make_train_step(student.apply, tx, cfg, teacher_fns, mesh, source.step_augment,
                                fill)
-  probe = (make_probe(student.apply, cfg, teacher_fns, mesh, config.grid_examples,
-                      source.step_augment, fill) if cfg.uses_synthetic else None)
+  probe_fn = (probe.make_probe(student.apply, cfg, teacher_fns, mesh, config.grid_examples,
+                              source.step_augment, fill) if cfg.uses_synthetic else None)
   first_step, total = int(state.step), config.num_train_steps
   writer = metrics.MetricWriter(workdir)
   progress = metrics.Progress(total, first_step)
@@ -334,16 +307,16 @@ def _train_loop(config, cfg, workdir, mesh, student, tx, state, teacher_meta, te
       batch = sharding.to_global(mesh, next(stream))
       is_log_step = (step + 1) % config.log_every == 0 or step + 1 == total
       is_save_step = (step + 1) % config.checkpoint_every == 0 or step + 1 == total
-      if is_log_step and probe is not None:
-        stats, grid = jax.device_get(probe(state, teacher_params, batch, step_key))
-        writer.image(step + 1, "real_decoded_explored", metrics.image_grid(grid))
+      if is_log_step and probe_fn is not None:
+        stats, samples = jax.device_get(probe_fn(state, teacher_params, batch, step_key))
+        probe.write_samples(writer, step + 1, samples, source, cfg.num_samples)
       state, terms = train_step(state, teacher_params, batch, step_key)
       preempted = preemption.reached(step + 1)
       if is_log_step or is_save_step or preempted:   # never save what was not checked finite
         scalars = {k: float(v) for k, v in jax.device_get(terms).items()}
         _check_finite(scalars, step + 1, ckpt)
       if is_log_step:
-        if probe is not None:
+        if probe_fn is not None:
           scalars.update({k: float(v) for k, v in stats.items()})
         timing = progress.update(step + 1)
         writer.scalars(step + 1, {**{f"train/{k}": v for k, v in scalars.items()}, **timing})

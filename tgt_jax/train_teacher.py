@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from tgt_jax import evaluation, losses, sharding, teacher
+from tgt_jax import evaluation, losses, sharding, teacher, text_teacher
 from tgt_jax.data import sources
 
 LABEL_KEPT_SIGMAS = (0.25, 0.5, 1.0, 2.0)
@@ -76,6 +76,10 @@ def train(tconfig, dataset, mesh, seed=0):
   meta = dict(generator=tconfig.generator, labeler=tconfig.labeler,
               latent_dim=int(tconfig.latent_dim), image_shape=list(dataset.image_shape),
               num_classes=int(dataset.num_classes), pixel_range=list(dataset.pixel_range))
+  is_text = getattr(dataset, "vocabulary", None) is not None
+  if is_text:
+    meta.update(vocab_size=len(dataset.vocabulary), input_dtype="int32",
+                vocabulary_fingerprint=teacher.vocabulary_fingerprint(dataset.vocabulary))
   generator, labeler = teacher.build_modules(meta)
   params = teacher.init_params(meta, jax.random.key(tconfig.seed + seed))
   common = dict(batch_size=tconfig.batch_size, learning_rate=tconfig.learning_rate,
@@ -87,7 +91,7 @@ def train(tconfig, dataset, mesh, seed=0):
     train_data = lambda: dataset.splits["train"]
     report_split = dataset.splits["test"]
 
-  def vae_loss(p, batch, rng, step):
+  def image_vae_loss(p, batch, rng, step):
     warmup = jnp.minimum(1.0, (step + 1) / max(tconfig.kl_warmup_steps, 1))
     recon, mean, logvar = generator.apply(p, batch["image"], rng)
     loss, nll, kl = losses.gaussian_vae_loss(batch["image"], recon, mean, logvar,
@@ -96,9 +100,10 @@ def train(tconfig, dataset, mesh, seed=0):
 
   params["labeler"] = fit(labeler_loss(labeler), params["labeler"], train_data(),
                           steps=tconfig.labeler_steps, name="labeler", **common)
+  vae_loss = (text_teacher.sequence_vae_loss(generator, tconfig) if is_text else image_vae_loss)
   params["generator"] = fit(vae_loss, params["generator"], train_data(),
                             steps=tconfig.generator_steps, name="generator", **common)
-  report = evaluate(meta, params, report_split, mesh)
+  report = (text_teacher.evaluate if is_text else evaluate)(meta, params, report_split, mesh)
   return meta, params, report
 
 

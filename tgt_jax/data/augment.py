@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 AUGMENTATIONS = ("none", "shift", "flip_shift")
+STREAM = 2 ** 20     # fold_in index of the step's augmentation key: apart from TGT's own key
 
 
 def check(name):
@@ -46,3 +47,13 @@ def augment(name, rng, images, fill=0.0):
   if name == "flip_shift":
     images = random_flip(flip_rng, images)
   return random_shift(shift_rng, images, 1, fill)
+
+
+def augment_batch(name, rng, batch, fill):
+  """The real images (and the transfer set's) augmented; the same key gives the same images."""
+  if name == "none":
+    return batch
+  out = dict(batch)
+  for i, key in enumerate(k for k in ("image", "transfer") if k in batch):
+    out[key] = augment(name, jax.random.fold_in(rng, i), batch[key], fill)
+  return out

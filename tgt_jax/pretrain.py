@@ -1,0 +1,116 @@
+"""The pretrained-student baseline: masked-token pretraining on unlabelled text.
+
+The paper's comparison point for text (§4.3): the student's own architecture,
+pretrained without labels on every training gloss, then fine-tuned on the few
+labels (`config.student.init_from`). TGT is meant to match it from scratch.
+The pretraining job saves `params/` and `pretrained.json` like a teacher does.
+"""
+
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from etils import epath
+
+from tgt_jax import checkpointing, losses, sharding, teacher, train_teacher
+from tgt_jax.data import sources
+
+META_FILE = "pretrained.json"
+MASK = 2                       # the vocabulary's <mask> token (data/wordnet.py)
+
+
+def mask_tokens(rng, tokens, rate):
+  """(inputs with a `rate` share of real tokens replaced by <mask>, which positions)."""
+  chosen = jax.random.bernoulli(rng, rate, tokens.shape) & (tokens != 0)
+  return jnp.where(chosen, MASK, tokens), chosen
+
+
+def masked_token_loss(student, rate):
+  """Cross-entropy of the original token at the masked positions, for train_teacher.fit."""
+
+  def loss(params, batch, rng, step):
+    del step
+    inputs, chosen = mask_tokens(rng, batch["image"], rate)
+    logits = student.apply(params, inputs, method=student.mlm_logits)
+    weights = chosen.astype(jnp.float32)
+    ce = losses.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                              batch["image"].reshape(-1), weights.reshape(-1))
+    hits = (jnp.argmax(logits, -1) == batch["image"]) & chosen
+    return ce, {"masked_accuracy": jnp.sum(hits) / jnp.maximum(jnp.sum(weights), 1.0)}
+
+  return loss
+
+
+def pretrained_dir(config, workdir):
+  return config.pretrain.get("dir") or str(epath.Path(workdir) / "pretrained")
+
+
+def run_pretrain_job(config, workdir):
+  """Pretrains config.student.model with masked tokens on the whole train split (no labels)."""
+  from tgt_jax import train  # pylint: disable=g-import-not-at-top
+  start = time.time()
+  source = sources.make_source(config)
+  if source.vocabulary is None:
+    raise ValueError(f"The pretrain job reads text; config.data.name={config.data.name!r} is not "
+                     "a text dataset.")
+  mesh = sharding.make_mesh()
+  student = train.build_student(config, source)
+  if not hasattr(student, "mlm_logits"):
+    raise ValueError(f"Student model {config.student.model!r} has no masked-token head; "
+                     "pretrain a transformer (e.g. text_transformer).")
+  pcfg = config.pretrain
+  params = student.init(jax.random.key(config.seed),
+                        jnp.zeros((1, *source.image_shape), source.input_dtype))
+  loss_fn = masked_token_loss(student, pcfg.mask_rate)
+  params = train_teacher.fit(loss_fn, params, source.teacher_batches(pcfg.batch_size, config.seed),
+                             steps=pcfg.steps, batch_size=pcfg.batch_size,
+                             learning_rate=pcfg.learning_rate, seed=config.seed, mesh=mesh,
+                             name="pretrain")
+  validation = source.sample("validation", train_teacher.REPORT_EXAMPLES)
+  accuracy = _masked_accuracy(loss_fn, params, validation.images, config.seed)
+  meta = {"model": config.student.model, "vocab_size": len(source.vocabulary),
+          "vocabulary_fingerprint": teacher.vocabulary_fingerprint(source.vocabulary),
+          "steps": int(pcfg.steps), "mask_rate": float(pcfg.mask_rate),
+          "validation_masked_accuracy": accuracy}
+  directory = pretrained_dir(config, workdir)
+  teacher.save_params_then_json(directory, params, META_FILE, meta)
+  results = {"job": "pretrain", "pretrained_dir": directory, "seed": config.seed,
+             "wall_time_sec": time.time() - start, **meta}
+  train.write_json(workdir, "results.json", results)
+  return results
+
+
+def _masked_accuracy(loss_fn, params, tokens, seed, chunk=256):
+  fn = jax.jit(lambda p, t, r: loss_fn(p, {"image": t}, r, 0)[1]["masked_accuracy"])
+  scores = [float(fn(params, jnp.asarray(tokens[i:i + chunk]), jax.random.key(seed + i)))
+            for i in range(0, len(tokens), chunk)]
+  return float(np.mean(scores))
+
+
+def load_into(params, directory, model_name, vocabulary=None, mesh=None):
+  """`params` with every entry but the classification head taken from the pretrained student."""
+  path = epath.Path(directory, META_FILE)
+  if not path.exists():
+    raise FileNotFoundError(f"No pretrained student at {os.fspath(directory)!r} ({META_FILE} is "
+                            "missing): run the pretrain job first (configs/wordnet.py:job=pretrain).")
+  meta = json.loads(path.read_text())
+  if meta["model"] != model_name:
+    raise ValueError(f"The pretrained student at {os.fspath(directory)!r} is a {meta['model']!r}; "
+                     f"config.student.model is {model_name!r}.")
+  if vocabulary is not None and (meta.get("vocabulary_fingerprint")
+                                 != teacher.vocabulary_fingerprint(vocabulary)):
+    raise ValueError(f"The pretrained student at {os.fspath(directory)!r} was trained on another "
+                     "vocabulary (config.data.vocab_size / data.dir differ from its run).")
+
+  def mismatch(name, expected, found):
+    raise ValueError(f"Pretrained parameters at {os.fspath(directory)!r} do not fit the student: "
+                     f"parameter {name} expected shape {expected}, found {found}.")
+
+  restored = teacher.restore_replicated(checkpointing.absolute(directory) / teacher.PARAMS_DIR,
+                                        lambda: params, mesh, mismatch)
+  restored = jax.device_get(restored)
+  return {"params": {name: (params["params"][name] if name == "head" else value)
+                     for name, value in restored["params"].items()}}
