@@ -48,3 +48,37 @@ def test_epochs_become_steps_from_the_students_set():
 def test_full_size_configs_validate():
   for name, arg in (("imagenet", ""), ("imagenet_lt", ""), ("cifar10", ""), ("cifar10", "job=teacher")):
     train.validate_config(load_config(name, arg))
+
+
+WORDNET_FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "wordnet")
+
+
+def wordnet_config(arg, **overrides):
+  return configlib.load(os.path.join(CONFIGS, "wordnet.py"), arg,
+                        **{"data.dir": WORDNET_FIXTURE, **overrides})
+
+
+def test_wordnet_runlocal_teacher_student_pretrain_and_finetune(tmp_path):
+  """Every text job on the real file format (the fixture: no package needed)."""
+  work = str(tmp_path)
+  teacher_results = train.train_and_evaluate(wordnet_config("runlocal,job=teacher"), work)
+  assert 0.0 <= teacher_results["reconstruction_token_accuracy"] <= 1.0
+  samples = (tmp_path / "teacher" / "samples.txt").read_text()
+  assert "real     |" in samples and "explored |" in samples and "noun." in samples
+
+  results = train.train_and_evaluate(wordnet_config("runlocal,method=tgt_gradient"), work)
+  assert results["checkpoint_step"] == 6 and results["data"]["num_labelled"] == 100
+  assert 0.0 <= results["test"]["macro_f1"] <= 1.0 and "tail_accuracy" in results["test"]
+  assert (tmp_path / "real_decoded_explored_0000006.txt").exists()
+
+  pretrained = train.train_and_evaluate(wordnet_config("runlocal,job=pretrain"), work)
+  assert 0.0 <= pretrained["validation_masked_accuracy"] <= 1.0
+  finetuned = train.train_and_evaluate(
+      wordnet_config("runlocal,method=ce", **{"student.init_from": pretrained["pretrained_dir"]}),
+      str(tmp_path / "finetuned"))
+  assert finetuned["checkpoint_step"] == 6
+
+
+def test_wordnet_configs_validate():
+  for arg in ("", "job=teacher", "job=pretrain", "student=bag_of_embeddings,method=kd"):
+    train.validate_config(wordnet_config(arg))

@@ -1,0 +1,46 @@
+"""pretrain.py: masking touches only real tokens; a pretrained student keeps a fresh head."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tgt_jax import models, pretrain, teacher
+
+
+def test_masking_replaces_only_real_tokens_at_the_rate():
+  tokens = jnp.where(jnp.arange(32) < 20, 7, 0)[None].repeat(256, 0).astype(jnp.int32)
+  inputs, chosen = pretrain.mask_tokens(jax.random.key(0), tokens, 0.15)
+  assert not bool(jnp.any(chosen[:, 20:]))                    # padding is never masked
+  assert bool(jnp.all(jnp.where(chosen, inputs == pretrain.MASK, inputs == tokens)))
+  assert abs(float(jnp.mean(chosen[:, :20])) - 0.15) < 0.02
+
+
+def test_masked_token_loss_is_finite_and_learnable():
+  student = models.classifier("text_tiny", 5, vocab_size=30)
+  tokens = jax.random.randint(jax.random.key(1), (8, 10), 3, 30).astype(jnp.int32)
+  params = student.init(jax.random.key(2), tokens)
+  loss_fn = pretrain.masked_token_loss(student, 0.3)
+  loss, aux = loss_fn(params, {"image": tokens}, jax.random.key(3), 0)
+  grads = jax.grad(lambda p: loss_fn(p, {"image": tokens}, jax.random.key(3), 0)[0])(params)
+  assert np.isfinite(float(loss)) and 0.0 <= float(aux["masked_accuracy"]) <= 1.0
+  assert float(jnp.abs(grads["params"]["mlm_bias"]).sum()) > 0
+
+
+def test_load_into_keeps_the_fresh_head_and_checks_the_model(tmp_path):
+  student = models.classifier("text_tiny", 5, vocab_size=30)
+  x = jnp.ones((1, 10), jnp.int32)
+  pretrained = student.init(jax.random.key(0), x)
+  teacher.save_params_then_json(tmp_path, pretrained, pretrain.META_FILE,
+                                {"model": "text_tiny", "vocabulary_fingerprint": "x"})
+  fresh = student.init(jax.random.key(1), x)
+  loaded = pretrain.load_into(fresh, tmp_path, "text_tiny")
+  np.testing.assert_array_equal(loaded["params"]["head"]["kernel"], fresh["params"]["head"]["kernel"])
+  np.testing.assert_array_equal(loaded["params"]["trunk"]["embed"]["embedding"],
+                                pretrained["params"]["trunk"]["embed"]["embedding"])
+  with pytest.raises(ValueError, match="'text_tiny'.*'text_transformer'"):
+    pretrain.load_into(fresh, tmp_path, "text_transformer")
+  with pytest.raises(ValueError, match="another vocabulary"):
+    pretrain.load_into(fresh, tmp_path, "text_tiny", vocabulary=("<pad>", "<unk>", "<mask>"))
+  with pytest.raises(FileNotFoundError, match="job=pretrain"):
+    pretrain.load_into(fresh, tmp_path / "missing", "text_tiny")
