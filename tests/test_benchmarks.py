@@ -1,10 +1,10 @@
-"""Both benchmarks run end to end in their smallest setting, and their outputs make sense."""
+"""Every benchmark runs end to end in its smallest setting, and its outputs make sense."""
 
 import csv
 import json
 import math
 
-from benchmarks import sample_efficiency, se_report, step_cost
+from benchmarks import sample_efficiency, se_report, step_cost, text_classification
 
 
 def test_step_cost_smallest_setting(tmp_path, capsys):
@@ -76,3 +76,17 @@ def test_targets_are_reported_not_asserted():
   assert checks["best TGT − kd_transfer ceiling at 5/class: -1.0 points (target within 2)"]
   assert checks["long tail ρ=50: tail-class accuracy of `tgt_random` − CE: +15.0 points "
                 "(target ≥ +10)"]
+
+
+def test_text_classification_smoke_writes_table_and_resumes(tmp_path, capsys):
+  argv = ["--smoke", f"--work={tmp_path / 'work'}", f"--out={tmp_path / 'out'}"]
+  summary = text_classification.main(argv)
+  assert set(summary) == {"ce", "tgt_random"}
+  for entry in summary.values():
+    assert entry["seeds"] == 1 and 0.0 <= entry["macro_f1"][0] <= 100.0
+  table = (tmp_path / "out" / "table.md").read_text()
+  assert "| tgt_random | text_transformer |" in table and "Teacher: " in table
+  assert (tmp_path / "work" / "teacher" / "samples.txt").exists()
+  capsys.readouterr()
+  text_classification.main(argv)                       # cached: nothing is trained again
+  assert "(0 trained now)" in capsys.readouterr().out
