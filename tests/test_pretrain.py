@@ -35,7 +35,8 @@ def test_load_into_keeps_the_fresh_head_and_checks_the_model(tmp_path):
                                 {"model": "text_tiny", "vocabulary_fingerprint": "x"})
   fresh = student.init(jax.random.key(1), x)
   loaded = pretrain.load_into(fresh, tmp_path, "text_tiny")
-  np.testing.assert_array_equal(loaded["params"]["head"]["kernel"], fresh["params"]["head"]["kernel"])
+  np.testing.assert_array_equal(loaded["params"]["head"]["kernel"],
+                                fresh["params"]["head"]["kernel"])
   np.testing.assert_array_equal(loaded["params"]["trunk"]["embed"]["embedding"],
                                 pretrained["params"]["trunk"]["embed"]["embedding"])
   with pytest.raises(ValueError, match="'text_tiny'.*'text_transformer'"):

@@ -84,6 +84,7 @@ def test_sharded_ids_embed_like_unsharded_ones():
   x = np.asarray(_tokens(7, batch=16))
   params = model.init(jax.random.key(0), jnp.asarray(x))
   expected = model.apply(params, jnp.asarray(x))
-  apply = jax.jit(model.apply, in_shardings=(sharding.replicated(mesh), sharding.batch_sharded(mesh)))
+  apply = jax.jit(model.apply,
+                  in_shardings=(sharding.replicated(mesh), sharding.batch_sharded(mesh)))
   out = apply(sharding.replicate(mesh, params), sharding.to_global(mesh, x))
   np.testing.assert_allclose(out, expected, atol=1e-5)

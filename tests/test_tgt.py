@@ -196,7 +196,8 @@ def test_relaxed_gradient_step_beats_random_step_of_same_norm(text_setup):
 
   def d(z):
     soft = teacher_fns.decode_soft(params, z)
-    return losses.kl_divergence(teacher_fns.label(params, soft), student_apply(student_params, soft))
+    return losses.kl_divergence(teacher_fns.label(params, soft),
+                                student_apply(student_params, soft))
 
   z = jax.random.normal(jax.random.key(2), (64, LATENT))
   eta = 0.05

@@ -95,7 +95,8 @@ def load_into(params, directory, model_name, vocabulary=None, mesh=None):
   path = epath.Path(directory, META_FILE)
   if not path.exists():
     raise FileNotFoundError(f"No pretrained student at {os.fspath(directory)!r} ({META_FILE} is "
-                            "missing): run the pretrain job first (configs/wordnet.py:job=pretrain).")
+                            "missing): run the pretrain job first "
+                            "(configs/wordnet.py:job=pretrain).")
   meta = json.loads(path.read_text())
   if meta["model"] != model_name:
     raise ValueError(f"The pretrained student at {os.fspath(directory)!r} is a {meta['model']!r}; "

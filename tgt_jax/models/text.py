@@ -61,7 +61,8 @@ class TokenEmbedding(nn.Module):
       h = embedding_lookup(self.table, x)
     else:
       if x.shape[-1] != self.vocab_size:
-        raise ValueError(f"Soft tokens have {x.shape[-1]} entries, the vocabulary {self.vocab_size}.")
+        raise ValueError(f"Soft tokens have {x.shape[-1]} entries, the vocabulary "
+                         f"{self.vocab_size}.")
       h = x @ self.table
     if self.max_len:
       if h.shape[1] > self.max_len:
@@ -83,7 +84,8 @@ class SelfAttention(nn.Module):
   @nn.compact
   def __call__(self, h, key_mask):
     head_dim = self.width // self.heads
-    q, k, v = (nn.DenseGeneral((self.heads, head_dim), name=n)(h) for n in ("query", "key", "value"))
+    q, k, v = (nn.DenseGeneral((self.heads, head_dim), name=name)(h)
+               for name in ("query", "key", "value"))
     logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(head_dim).astype(h.dtype)
     if key_mask is not None:   # log(mask): −∞ for padding, 0 for tokens, smooth in between
       logits = logits + jnp.maximum(jnp.log(key_mask), _NEG)[:, None, None, :]
