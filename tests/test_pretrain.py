@@ -9,11 +9,16 @@ from tgt_jax import models, pretrain, teacher
 
 
 def test_masking_replaces_only_real_tokens_at_the_rate():
-  tokens = jnp.where(jnp.arange(32) < 20, 7, 0)[None].repeat(256, 0).astype(jnp.int32)
-  inputs, chosen = pretrain.mask_tokens(jax.random.key(0), tokens, 0.15)
-  assert not bool(jnp.any(chosen[:, 20:]))                    # padding is never masked
-  assert bool(jnp.all(jnp.where(chosen, inputs == pretrain.MASK, inputs == tokens)))
-  assert abs(float(jnp.mean(chosen[:, :20])) - 0.15) < 0.02
+  lengths = jnp.array([20, 3, 1, 32])
+  tokens = jnp.where(jnp.arange(32) < lengths[:, None], 7, 0).astype(jnp.int32)
+  inputs, positions, valid = pretrain.mask_tokens(jax.random.key(0), tokens, 0.15)
+  chosen = inputs == pretrain.MASK
+  np.testing.assert_array_equal(chosen.sum(1), [3, 1, 1, 5])   # max(1, round(0.15 · length))
+  assert not bool(jnp.any(chosen & (tokens == 0)))                 # padding is never masked
+  assert bool(jnp.all(jnp.where(chosen, True, inputs == tokens)))
+  picked = jnp.take_along_axis(chosen, positions, axis=1)
+  np.testing.assert_array_equal(picked & valid, valid)              # positions are the masked ones
+  np.testing.assert_array_equal(valid.sum(1), chosen.sum(1))
 
 
 def test_masked_token_loss_is_finite_and_learnable():

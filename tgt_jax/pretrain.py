@@ -7,6 +7,7 @@ The pretraining job saves `params/` and `pretrained.json` like a teacher does.
 """
 
 import json
+import math
 import os
 import time
 
@@ -23,9 +24,20 @@ MASK = 2                       # the vocabulary's <mask> token (data/wordnet.py)
 
 
 def mask_tokens(rng, tokens, rate):
-  """(inputs with a `rate` share of real tokens replaced by <mask>, which positions)."""
-  chosen = jax.random.bernoulli(rng, rate, tokens.shape) & (tokens != 0)
-  return jnp.where(chosen, MASK, tokens), chosen
+  """Masks max(1, round(rate · length)) random real tokens of each sequence.
+
+  Returns (inputs with <mask> there, positions [B, K], valid [B, K]): K = the most
+  any sequence can get, so the loss projects K positions, not all L, onto the vocabulary.
+  """
+  length = jnp.sum(tokens != 0, axis=1)
+  k = max(1, math.ceil(rate * tokens.shape[1]))
+  scores = jnp.where(tokens != 0, jax.random.uniform(rng, tokens.shape), -1.0)
+  _, positions = jax.lax.top_k(scores, k)
+  wanted = jnp.maximum(1, jnp.round(rate * length)).astype(jnp.int32)
+  valid = (jnp.arange(k) < wanted[:, None]) & (jnp.arange(k) < length[:, None])
+  chosen = jnp.zeros(tokens.shape, bool).at[jnp.arange(tokens.shape[0])[:, None], positions].max(
+      valid)
+  return jnp.where(chosen, MASK, tokens), positions, valid
 
 
 def masked_token_loss(student, rate):
@@ -33,12 +45,14 @@ def masked_token_loss(student, rate):
 
   def loss(params, batch, rng, step):
     del step
-    inputs, chosen = mask_tokens(rng, batch["image"], rate)
-    logits = student.apply(params, inputs, method=student.mlm_logits)
-    weights = chosen.astype(jnp.float32)
-    ce = losses.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                              batch["image"].reshape(-1), weights.reshape(-1))
-    hits = (jnp.argmax(logits, -1) == batch["image"]) & chosen
+    tokens = batch["image"]
+    inputs, positions, valid = mask_tokens(rng, tokens, rate)
+    logits = student.apply(params, inputs, positions, method=student.mlm_logits)
+    targets = jnp.take_along_axis(tokens, positions, axis=1)
+    weights = valid.astype(jnp.float32)
+    ce = losses.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                              weights.reshape(-1))
+    hits = (jnp.argmax(logits, -1) == targets) & valid
     return ce, {"masked_accuracy": jnp.sum(hits) / jnp.maximum(jnp.sum(weights), 1.0)}
 
   return loss

@@ -149,9 +149,12 @@ class TransformerClassifier(nn.Module):
   def __call__(self, x):
     return self.head(self.embed(x))
 
-  def mlm_logits(self, x):
-    """Per-position vocabulary logits: the masked-token pretraining objective's head."""
+  def mlm_logits(self, x, positions=None):
+    """Vocabulary logits at `positions` [B, K] (default: every position): the masked-token
+    pretraining head. Only the masked positions need the costly vocabulary projection."""
     h, _ = self.trunk(x)
+    if positions is not None:
+      h = jnp.take_along_axis(h, positions[..., None], axis=1)
     return self.trunk.embed.attend(h) + self.mlm_bias
 
 
