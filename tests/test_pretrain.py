@@ -50,3 +50,18 @@ def test_load_into_keeps_the_fresh_head_and_checks_the_model(tmp_path):
     pretrain.load_into(fresh, tmp_path, "text_tiny", vocabulary=("<pad>", "<unk>", "<mask>"))
   with pytest.raises(FileNotFoundError, match="job=pretrain"):
     pretrain.load_into(fresh, tmp_path / "missing", "text_tiny")
+
+
+def test_masked_token_loss_runs_sharded_on_the_mesh():
+  """Under the 8-device mesh (explicit sharding) the loss needs no gathers or scatters."""
+  from tgt_jax import sharding  # pylint: disable=g-import-not-at-top
+  mesh = sharding.make_mesh()
+  student = models.classifier("text_tiny", 5, vocab_size=30)
+  tokens = np.asarray(jax.random.randint(jax.random.key(1), (16, 10), 3, 30), np.int32)
+  params = student.init(jax.random.key(2), jnp.asarray(tokens))
+  loss_fn = pretrain.masked_token_loss(student, 0.3)
+  fn = jax.jit(lambda p, t: loss_fn(p, {"image": t}, jax.random.key(3), 0)[0],
+               in_shardings=(sharding.replicated(mesh), sharding.batch_sharded(mesh)))
+  sharded = fn(sharding.replicate(mesh, params), sharding.to_global(mesh, tokens))
+  unsharded = loss_fn(params, {"image": jnp.asarray(tokens)}, jax.random.key(3), 0)[0]
+  np.testing.assert_allclose(sharded, unsharded, rtol=1e-5)

@@ -35,8 +35,8 @@ def mask_tokens(rng, tokens, rate):
   _, positions = jax.lax.top_k(scores, k)
   wanted = jnp.maximum(1, jnp.round(rate * length)).astype(jnp.int32)
   valid = (jnp.arange(k) < wanted[:, None]) & (jnp.arange(k) < length[:, None])
-  chosen = jnp.zeros(tokens.shape, bool).at[jnp.arange(tokens.shape[0])[:, None], positions].max(
-      valid)
+  picks = (positions[..., None] == jnp.arange(tokens.shape[1])) & valid[..., None]  # [B, K, L]
+  chosen = jnp.any(picks, axis=1)        # comparisons, not a scatter: shards like the batch
   return jnp.where(chosen, MASK, tokens), positions, valid
 
 
@@ -48,7 +48,8 @@ def masked_token_loss(student, rate):
     tokens = batch["image"]
     inputs, positions, valid = mask_tokens(rng, tokens, rate)
     logits = student.apply(params, inputs, positions, method=student.mlm_logits)
-    targets = jnp.take_along_axis(tokens, positions, axis=1)
+    targets = jnp.sum(jax.nn.one_hot(positions, tokens.shape[1], dtype=jnp.int32)
+                      * tokens[:, None, :], axis=-1)
     weights = valid.astype(jnp.float32)
     ce = losses.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
                               weights.reshape(-1))

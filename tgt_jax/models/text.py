@@ -153,8 +153,8 @@ class TransformerClassifier(nn.Module):
     """Vocabulary logits at `positions` [B, K] (default: every position): the masked-token
     pretraining head. Only the masked positions need the costly vocabulary projection."""
     h, _ = self.trunk(x)
-    if positions is not None:
-      h = jnp.take_along_axis(h, positions[..., None], axis=1)
+    if positions is not None:     # a one-hot product, not a gather: shards like the batch
+      h = jnp.einsum("bkl,bld->bkd", jax.nn.one_hot(positions, h.shape[1], dtype=h.dtype), h)
     return self.trunk.embed.attend(h) + self.mlm_bias
 
 
