@@ -98,11 +98,11 @@ def train(tconfig, dataset, mesh, seed=0):
                                              tconfig.pixel_sigma, tconfig.beta * warmup)
     return loss, {"recon_nll": nll, "kl_nats": kl}
 
-  params["labeler"] = fit(labeler_loss(labeler), params["labeler"], train_data(),
-                          steps=tconfig.labeler_steps, name="labeler", **common)
   vae_loss = (text_teacher.sequence_vae_loss(generator, tconfig) if is_text else image_vae_loss)
   params["generator"] = fit(vae_loss, params["generator"], train_data(),
                             steps=tconfig.generator_steps, name="generator", **common)
+  params["labeler"] = fit(labeler_loss(labeler), params["labeler"], train_data(),
+                          steps=tconfig.labeler_steps, name="labeler", **common)
   report = (text_teacher.evaluate if is_text else evaluate)(meta, params, report_split, mesh)
   return meta, params, report
 
