@@ -191,6 +191,7 @@ class TextVAE(nn.Module):
     self.encoder = Trunk(self.vocab_size, self.width, self.depth, self.heads, self.mlp_dim)
     self.to_latent = nn.Dense(2 * self.latent_dim)
     self.from_latent = nn.Dense(self.width)
+    self.to_positions = nn.Dense(self.image_shape[0] * self.width)
     self.positions = self.param("decoder_position", nn.initializers.normal(0.02),
                                 (self.image_shape[0], self.width))
     self.decoder = [Block(self.width, self.heads, self.mlp_dim) for _ in range(self.depth)]
@@ -206,7 +207,9 @@ class TextVAE(nn.Module):
   def decode_logits(self, z):
     """z → token logits of every position [B, L, V], in parallel."""
     latent = self.from_latent(z)[:, None, :]      # conditions every block
-    h = latent + self.positions
+    # Each position gets its own projection of z: the decoder starts from a sketch of the
+    # whole gloss, not from one vector copied L times (which decodes to "the the the …").
+    h = self.to_positions(z).reshape(z.shape[0], *self.positions.shape) + self.positions
     for block in self.decoder:
       h = block(h + latent, None)
     return self.to_vocab(self.decoder_norm(h))
