@@ -9,7 +9,8 @@ and a transformer labeler (T) trained on every train label — explores around t
 
 Jobs (one workdir holds teacher/, pretrained/ and the student's checkpoints):
   python -m tgt_jax.main --config=configs/wordnet.py:job=teacher --workdir=$W
-  python -m tgt_jax.main --config=configs/wordnet.py --workdir=$W            # TGT student
+  python -m tgt_jax.main --config=configs/wordnet.py --config.teacher.dir=$W/teacher \
+      --workdir=$W/tgt                                                     # TGT student
   python -m tgt_jax.main --config=configs/wordnet.py:job=pretrain --workdir=$W
   python -m tgt_jax.main --config=configs/wordnet.py:method=ce \
       --config.student.init_from=$W/pretrained --workdir=$W/finetuned   # pretrained baseline
