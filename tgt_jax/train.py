@@ -185,6 +185,9 @@ def run_teacher_job(config, workdir):
 
 def train_and_evaluate(config, workdir):
   """Runs the job in `config` in `workdir` (resuming if it holds a checkpoint); returns results."""
+  if config.get("job", "").startswith("retrieval"):      # configs/wordnet_retrieval.py
+    from tgt_jax import train_retrieval  # pylint: disable=g-import-not-at-top
+    return train_retrieval.train_and_evaluate(config, workdir)
   validate_config(config)
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   run_job = {"teacher": run_teacher_job, "student": run_student_job,

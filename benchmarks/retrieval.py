@@ -1,0 +1,190 @@
+r"""Reverse-dictionary retrieval on WordNet: TGT against CE and KD at 2,500 and 10,000 labels.
+
+Command (repo root; not yet run at full size: from measured step rates, about 4 h on 2 CPU
+cores for the default 24 runs of 2,000 steps, most of it tgt_gradient, plus the teachers):
+  python -m benchmarks.retrieval            # → benchmarks/results/retrieval/
+  --quick   2 seeds, 2,500 pairs, 500 steps (→ retrieval_quick/)
+  --smoke   the runlocal config on the test fixture, 1 seed, ce and tgt_random, 64 pairs
+            (→ retrieval_smoke/; ~30 s once the teachers exist, ~1 min from nothing)
+Other flags: --seeds --methods --num_pairs --steps --data_dir --teacher_dir
+  --retrieval_teacher_dir --out.
+
+Every run is the real student job (train_retrieval.train_and_evaluate) of
+configs/wordnet_retrieval.py with one shared text teacher (the sequence VAE of
+configs/wordnet.py:job=teacher) and one shared retrieval teacher (dual_large on
+every train pair), both trained first into OUT/ if missing. Every method sees the
+same candidates (positives + the teacher's hard negatives), steps and batch size;
+the seed draws the labelled pairs and the initialisation. Scores: test queries
+ranked against every document (recall@1, recall@10, MRR, mean ± std over seeds).
+A run whose OUT/runs/.../results.json exists is not trained again.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+if __package__ in (None, ""):     # python benchmarks/retrieval.py
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import jax
+import numpy as np
+
+from tgt_jax import configlib, retrieval_teacher, teacher, train, train_retrieval
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURE = os.path.join(REPO, "tests", "fixtures", "wordnet")
+METRICS = ("recall@1", "recall@10", "mrr")
+DEFAULT_METHODS = "ce,kd,tgt_random,tgt_gradient"
+
+
+def parse_args(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+  p.add_argument("--out", default="", help="default benchmarks/results/retrieval[_quick|_smoke]")
+  p.add_argument("--seeds", type=int, default=3)
+  p.add_argument("--methods", default="", help=f"default {DEFAULT_METHODS}")
+  p.add_argument("--num_pairs", default="2500,10000")
+  p.add_argument("--steps", type=int, default=0, help="student steps (default: the config's)")
+  p.add_argument("--data_dir", default="", help="WordNet directory (default /usr/share/wordnet)")
+  p.add_argument("--teacher_dir", default="", help="text VAE (default OUT/teacher)")
+  p.add_argument("--retrieval_teacher_dir", default="", help="default OUT/retrieval_teacher")
+  p.add_argument("--quick", action="store_true")
+  p.add_argument("--smoke", action="store_true")
+  args = p.parse_args(argv)
+  if args.quick:
+    args.seeds, args.num_pairs, args.steps = 2, "2500", args.steps or 500
+  if args.smoke:
+    args.seeds, args.num_pairs = 1, "64"
+    args.methods = args.methods or "ce,tgt_random"
+    args.data_dir = args.data_dir or FIXTURE
+  if not args.out:     # a quick or smoke run never overwrites the full results
+    suffix = next((f"_{m}" for m in ("smoke", "quick") if getattr(args, m)), "")
+    args.out = os.path.join(REPO, "benchmarks", "results", "retrieval" + suffix)
+  args.method_list = tuple(m for m in (args.methods or DEFAULT_METHODS).split(",") if m)
+  args.num_pairs_list = tuple(int(n) for n in args.num_pairs.split(",") if n)
+  args.seed_list = tuple(range(args.seeds))
+  return args
+
+
+def retrieval_config(args, **overrides):
+  """configs/wordnet_retrieval.py (runlocal for --smoke) with the shared teachers' dirs."""
+  overrides = {"data.dir": args.data_dir, "teacher.dir": args.teacher_dir,
+               "retrieval_teacher.dir": args.retrieval_teacher_dir, **overrides}
+  if args.steps:
+    overrides["num_train_steps"] = args.steps
+  return configlib.load(os.path.join(REPO, "configs", "wordnet_retrieval.py"),
+                        "runlocal" if args.smoke else None, **overrides)
+
+
+def prepare_teachers(args):
+  """Trains the text VAE and the retrieval teacher into OUT/ unless they exist."""
+  args.teacher_dir = args.teacher_dir or os.path.join(args.out, "teacher")
+  args.retrieval_teacher_dir = (args.retrieval_teacher_dir or
+                                os.path.join(args.out, "retrieval_teacher"))
+  if not teacher.exists(args.teacher_dir):
+    print(f"Training the text teacher into {args.teacher_dir} ...", flush=True)
+    config = retrieval_config(args)
+    text = configlib.load(os.path.join(REPO, "configs", "wordnet.py"),
+                          "runlocal,job=teacher" if args.smoke else "job=teacher",
+                          **{"teacher.dir": args.teacher_dir,
+                             **{f"data.{k}": config.data[k] for k in ("dir", "max_len",
+                                                                       "vocab_size")}})
+    train.train_and_evaluate(text, os.path.join(args.out, "jobs", "text_teacher"))
+  if not retrieval_teacher.exists(args.retrieval_teacher_dir):
+    print(f"Training the retrieval teacher into {args.retrieval_teacher_dir} ...", flush=True)
+    train_retrieval.train_and_evaluate(retrieval_config(args, job="retrieval_teacher"),
+                                       os.path.join(args.out, "jobs", "retrieval_teacher"))
+  return retrieval_teacher.read_meta(args.retrieval_teacher_dir)
+
+
+def run_all(args):
+  """Every num_pairs × method × seed (cached by its results.json); returns the result rows."""
+  rows = []
+  for num_pairs in args.num_pairs_list:
+    for method in args.method_list:
+      for seed in args.seed_list:
+        config = retrieval_config(args, method=method, seed=seed,
+                                  **{"data.num_pairs": num_pairs})
+        workdir = os.path.join(args.out, "runs", f"steps{config.num_train_steps}",
+                               f"pairs{num_pairs}", method, f"seed{seed}")
+        path = os.path.join(workdir, "results.json")
+        if os.path.exists(path):
+          with open(path, encoding="utf-8") as f:
+            result = json.load(f)
+        else:
+          result = train_retrieval.train_and_evaluate(config, workdir)
+        rows.append(result)
+        print(f"{method:14s} pairs {num_pairs:6d} seed {seed}  " +
+              "  ".join(f"{k} {100 * result[k]:.1f}" for k in METRICS) +
+              f"  ({result['wall_time_sec']:.0f} s)", flush=True)
+  return rows
+
+
+def summarize(rows):
+  """{(method, num_pairs): {metric: (mean, std), "seconds", "n"}} over seeds, in percent."""
+  groups = {}
+  for row in rows:
+    groups.setdefault((row["method"], row["num_pairs"]), []).append(row)
+  out = {}
+  for key, group in groups.items():
+    entry = {"n": len(group), "seconds": float(np.mean([r["wall_time_sec"] for r in group]))}
+    for metric in METRICS:
+      values = 100 * np.array([r[metric] for r in group])
+      entry[metric] = (float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0)
+    out[key] = entry
+  return out
+
+
+def markdown(header, summary, teacher_meta, args):
+  lines = [f"# {header['command']}",
+           f"{header['device']}, {header['cpu_count']} CPUs, jax {header['jax']}; "
+           f"{header['steps']} steps × batch {header['batch_size']} per run; seeds "
+           f"{list(args.seed_list)}; {header['wall_time_sec'] / 60:.1f} min wall", "",
+           "Test glosses ranked against all documents (%, mean ± std over seeds).", "",
+           "| method | labelled pairs | recall@1 | recall@10 | MRR | s/run |",
+           "|---|---|---|---|---|---|"]
+  for num_pairs in args.num_pairs_list:
+    for method in args.method_list:
+      entry = summary.get((method, num_pairs))
+      if entry:
+        cols = [f"{entry[m][0]:.1f} ± {entry[m][1]:.1f}" for m in METRICS]
+        lines.append(f"| `{method}` | {num_pairs} | " + " | ".join(cols) +
+                     f" | {entry['seconds']:.0f} |")
+  test = teacher_meta["report"]["test"]
+  lines.append(f"| retrieval teacher `{teacher_meta['model']}` (all train pairs) | all | " +
+               " | ".join(f"{100 * test[m]:.1f}" for m in METRICS) + " | — |")
+  return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  start = time.time()
+  os.makedirs(args.out, exist_ok=True)
+  teacher_meta = prepare_teachers(args)
+  rows = run_all(args)
+  summary = summarize(rows)
+  device = jax.devices()[0]
+  reference = retrieval_config(args)
+  header = {"command": "python -m benchmarks.retrieval " + " ".join(
+                sys.argv[1:] if argv is None else argv),
+            "device": f"{device.device_kind} ({device.platform}) x {jax.device_count()}",
+            "cpu_count": os.cpu_count(), "jax": jax.__version__,
+            "steps": reference.num_train_steps, "batch_size": reference.batch_size,
+            "seeds": list(args.seed_list), "wall_time_sec": time.time() - start,
+            "teacher_dir": args.teacher_dir, "retrieval_teacher_dir": args.retrieval_teacher_dir}
+  table = markdown(header, summary, teacher_meta, args)
+  with open(os.path.join(args.out, "table.md"), "w", encoding="utf-8") as f:
+    f.write(table)
+  payload = {"header": header, "retrieval_teacher_report": teacher_meta["report"],
+             "summary": [{"method": m, "num_pairs": n, **e} for (m, n), e in summary.items()],
+             "runs": rows}
+  with open(os.path.join(args.out, "results.json"), "w", encoding="utf-8") as f:
+    json.dump(payload, f, indent=2, sort_keys=True)
+  print(table, flush=True)
+  return rows
+
+
+if __name__ == "__main__":
+  main()

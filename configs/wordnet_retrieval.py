@@ -1,0 +1,113 @@
+r"""TGT for retrieval: a reverse dictionary on WordNet (noun gloss → its synset's lemma set).
+
+Query: a noun synset's definition; document: a synset's lemma set ("dog , domestic
+dog , canis familiaris"); all 82,115 noun synsets are documents, and every test
+(validation) definition is ranked against all of them: recall@1, recall@10, MRR.
+Identical lemma sets (several senses of one word) tie, in the target's favour.
+Data as in configs/wordnet.py (Debian `wordnet-base`, or --config.data.dir=DIR), whose
+data.max_len and data.vocab_size this config copies (its text VAE reads the queries).
+
+The student (dual_small) sees `data.num_pairs` labelled (query, document) pairs
+of the train split. Its teacher has two parts:
+  T  the retrieval teacher (dual_large) trained on every train pair; it scores the
+     step's candidate documents (the batch's positives plus K of its mined hard
+     negatives per query), and those scores are the soft labels;
+  E, G  the sequence VAE of configs/wordnet.py:job=teacher, which explores new
+     queries around the labelled ones (tgt_random, tgt_gradient, ...).
+Method ce uses the same candidates (hard negatives from T) with labels only; set
+--config.retrieval.hard_negatives=0 for in-batch negatives and no teacher at all.
+
+Jobs, in this order (one workdir W; the same data options for all three):
+  python -m tgt_jax.main --config=configs/wordnet.py:job=teacher --workdir=$W
+  python -m tgt_jax.main --config=configs/wordnet_retrieval.py:job=retrieval_teacher \
+      --workdir=$W
+  python -m tgt_jax.main --config=configs/wordnet_retrieval.py:method=tgt_gradient \
+      --config.teacher.dir=$W/teacher --config.retrieval_teacher.dir=$W/retrieval_teacher \
+      --workdir=$W/tgt_gradient
+The student job trains the retrieval teacher first if it is missing
+(retrieval_teacher.train_if_missing), but not the text VAE: that job also trains
+a labeler this task never uses, so it is left to configs/wordnet.py:job=teacher
+(a missing VAE is an error that names the command).
+Variants: :method=ce|kd|kd_transfer|tgt_random|tgt_prior|tgt_gradient|tgt_gradient_input,
+  --config.data.num_pairs=N, :runlocal (small and short: a smoke run).
+Benchmark: python -m benchmarks.retrieval (methods × seeds × num_pairs, one table).
+
+Cost (2 shared CPU cores, one device, measured): student steps/s at batch 64, K = 4 —
+ce 13.5, kd 9, tgt_random 3.5, tgt_gradient 1.5 (2,000 steps: 2.5 / 4 / 10 / 22 min, plus
+~1 min to embed and rank); the retrieval teacher ~2.2 steps/s at batch 128, plus ~2 min
+to embed every document and mine hard negatives for every train query.
+Teacher quality (test, 82,115 documents) after 2,000 steps: recall@1 0.3%, recall@10
+2.3%, MRR 1.0% (its train loss 0.6: it memorises train pairs faster than it generalises
+to documents never seen as positives).
+Measured: (to be filled in from benchmarks/results/retrieval/table.md).
+"""
+
+import os
+
+import ml_collections
+
+from tgt_jax import configlib
+
+
+def get_config(arg=None):
+  arg = configlib.parse_arg(arg, runlocal=False, method="tgt_random", job="retrieval")
+  # Queries are the classification task's glosses, read and written by its text VAE:
+  # take max_len and vocab_size from configs/wordnet.py, so the two never disagree.
+  text = configlib.load(os.path.join(os.path.dirname(os.path.abspath(__file__)), "wordnet.py"),
+                        "runlocal" if arg.runlocal else None).data
+  config = ml_collections.ConfigDict()
+  config.job = arg.job              # retrieval | retrieval_teacher
+  config.seed = 0                   # the labelled pairs, the initialisation, the noise
+
+  config.data = ml_collections.ConfigDict(dict(
+      name="wordnet",
+      dir="",                     # "" → /usr/share/wordnet
+      max_len=text.max_len,       # query tokens, as configs/wordnet.py (its VAE reads them)
+      vocab_size=text.vocab_size,  # query words (train definitions), as configs/wordnet.py
+      doc_max_len=12,             # lemma-set tokens (97% fit)
+      doc_vocab_size=80_000,      # every lemma token of every document (70,618 + 3)
+      num_pairs=2500,             # the student's labelled (query, document) pairs
+  ))
+  config.student = ml_collections.ConfigDict(dict(model="dual_small"))
+  config.retrieval_teacher = ml_collections.ConfigDict(dict(
+      model="dual_large", dir="",   # "" → WORKDIR/retrieval_teacher
+      steps=5000, batch_size=128, learning_rate=1e-3, seed=0, log_every=500,
+      mined_negatives=16,         # hard negatives stored per train query
+      train_if_missing=True,
+  ))
+  config.teacher = ml_collections.ConfigDict(dict(
+      dir="",                     # "" → WORKDIR/teacher: configs/wordnet.py:job=teacher's VAE
+  ))
+  config.retrieval = ml_collections.ConfigDict(dict(
+      hard_negatives=4,           # K mined negatives per query among a step's candidates
+      score_temperature=0.05,     # scores are cosine / τ, for teacher and student alike
+  ))
+  config.method = arg.method
+  config.tgt = configlib.tgt_defaults()
+
+  config.batch_size = 64
+  config.eval_batch_size = 512
+  config.num_train_steps = 2000
+  config.optimizer = ml_collections.ConfigDict(dict(
+      name="adam", learning_rate=1e-3, warmup_steps=100, weight_decay=1e-4))
+
+  config.log_every = 200
+  config.eval_every = 1000
+  config.checkpoint_every = 1000
+  config.keep_checkpoints = 2
+  config.grid_examples = 8        # queries in each real | explored samples file
+  config.eval_only = False
+  config.eval_step = 0
+
+  if arg.runlocal:
+    config.data.update(doc_max_len=8, doc_vocab_size=2000, num_pairs=64)
+    config.student.model = "dual_tiny"
+    config.retrieval_teacher.update(model="dual_tiny", steps=20, batch_size=32, log_every=10,
+                                    mined_negatives=4)
+    config.retrieval.hard_negatives = 2
+    config.batch_size = 32
+    config.eval_batch_size = 64
+    config.num_train_steps = 6
+    config.log_every = config.eval_every = config.checkpoint_every = 3
+    config.grid_examples = 4
+  return config

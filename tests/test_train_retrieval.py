@@ -1,0 +1,218 @@
+"""The reverse-dictionary jobs end to end on the WordNet fixture, and the candidate mapping."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from benchmarks import retrieval as retrieval_benchmark
+from tgt_jax import configlib, retrieval, retrieval_teacher, retrieval_tgt, tgt, train
+from tgt_jax import train_retrieval
+from tgt_jax.data import reverse_dictionary
+from tgt_jax.models import dual_encoder
+
+REPO = os.path.join(os.path.dirname(__file__), "..")
+FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "wordnet")
+METRICS = ("recall@1", "recall@10", "mrr")
+
+
+def retrieval_config(arg="runlocal", **overrides):
+  return configlib.load(os.path.join(REPO, "configs", "wordnet_retrieval.py"), arg,
+                        **{"data.dir": FIXTURE, **overrides})
+
+
+def _json(path):
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+def _in_unit_interval(results):
+  return all(0.0 <= results[k] <= 1.0 for k in METRICS)
+
+
+@pytest.fixture(scope="module")
+def teachers(tmp_path_factory):
+  """The text VAE (configs/wordnet.py's teacher job, tiny models) and the retrieval teacher."""
+  workdir = str(tmp_path_factory.mktemp("teachers"))
+  text = configlib.load(os.path.join(REPO, "configs", "wordnet.py"), "runlocal,job=teacher",
+                        **{"data.dir": FIXTURE, "teacher.generator": "text_vae_tiny",
+                           "teacher.labeler": "text_tiny"})
+  train.train_and_evaluate(text, workdir)
+  results = train_retrieval.train_and_evaluate(retrieval_config("runlocal,job=retrieval_teacher"),
+                                               workdir)
+  return {"workdir": workdir, "results": results,
+          "teacher.dir": os.path.join(workdir, "teacher"),
+          "retrieval_teacher.dir": os.path.join(workdir, "retrieval_teacher")}
+
+
+def student_config(teachers, method, **overrides):
+  return retrieval_config(f"runlocal,method={method}", **{
+      "teacher.dir": teachers["teacher.dir"],
+      "retrieval_teacher.dir": teachers["retrieval_teacher.dir"], **overrides})
+
+
+def test_retrieval_teacher_reports_and_stores_hard_negatives(teachers):
+  results = _json(os.path.join(teachers["workdir"], "results.json"))
+  assert results["job"] == "retrieval_teacher" and _in_unit_interval(results)
+  assert results["test"]["num_queries"] > 0 and results["num_documents"] == 312
+  config = retrieval_config()
+  task = reverse_dictionary.load_task(config.data)
+  meta, _, _, doc_emb, negatives = retrieval_teacher.load(teachers["retrieval_teacher.dir"], task,
+                                                          None)
+  assert meta["model"] == "dual_tiny" and doc_emb.shape == (312, 16)
+  assert negatives.shape == (len(task.doc_ids["train"]), config.retrieval_teacher.mined_negatives)
+  keys = task.documents.keys
+  # A hard negative is never the positive, nor a document with the same lemma set.
+  assert not np.any(keys[negatives] == keys[task.doc_ids["train"]][:, None])
+
+
+def test_tgt_gradient_student_end_to_end(teachers, tmp_path):
+  workdir = str(tmp_path / "tgt_gradient")
+  results = train_retrieval.train_and_evaluate(student_config(teachers, "tgt_gradient"), workdir)
+  on_disk = _json(os.path.join(workdir, "results.json"))
+  assert on_disk["method"] == "tgt_gradient" and on_disk["num_pairs"] == 64
+  assert _in_unit_interval(on_disk) and on_disk["checkpoint_step"] == 6
+  assert on_disk["recall@1"] == results["test"]["recall@1"] <= results["test"]["recall@10"]
+  assert on_disk["validation"]["num_queries"] > 0 and on_disk["num_devices"] == 8
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6"]
+  samples = open(os.path.join(workdir, "real_explored_0000006.txt"), encoding="utf-8").read()
+  assert samples.count("  explored | ") == 4 and samples.count("[true: ") == 4
+  with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+    logged = set().union(*(json.loads(line) for line in f))
+  for key in ("train/ce", "train/kd_real", "train/kd_synthetic", "train/distinct_candidates",
+              "train/discrepancy_before_exploration", "train/discrepancy_after_exploration",
+              "validation/recall@1", "test/mrr"):
+    assert key in logged, key
+
+
+def test_ce_student_and_a_restart_that_resumes(teachers, tmp_path):
+  workdir = str(tmp_path / "ce")
+  config = student_config(teachers, "ce")
+  first = train_retrieval.train_and_evaluate(config, workdir)
+  assert _in_unit_interval(first) and first["hard_negatives"] == 2
+  assert not [f for f in os.listdir(workdir) if f.startswith("real_explored")]   # no exploration
+  metrics_file = os.path.join(workdir, "metrics.jsonl")
+  train_lines = lambda: sum('"train/ce"' in line for line in open(metrics_file, encoding="utf-8"))
+  logged = train_lines()
+  again = train_retrieval.train_and_evaluate(config, workdir)      # a finished run: no new steps
+  assert train_lines() == logged and again["checkpoint_step"] == 6
+  for split in train_retrieval.EVAL_SPLITS:
+    assert again[split] == first[split]
+
+
+def _tiny_model_batch(negatives=None, repeat=True):
+  """A dual_tiny model and a batch of 6 pairs; with `repeat`, rows 1 and 4 share a lemma set."""
+  rng = np.random.default_rng(0)
+  model = dual_encoder.dual_encoder("dual_tiny", 30, 20)
+  queries = rng.integers(3, 30, size=(6, 5)).astype(np.int32)
+  docs = rng.integers(3, 20, size=(6, 3)).astype(np.int32)
+  keys = np.arange(6)
+  if repeat:
+    docs[4], keys[4] = docs[1], keys[1]
+  batch = {"query": queries, "positive": docs, "positive_key": keys}
+  if negatives is not None:
+    batch["negatives"], batch["negative_key"] = negatives
+  return model, model.init(jax.random.key(0), queries, docs), batch
+
+
+def test_candidate_cross_entropy_is_the_in_batch_softmax_loss():
+  """With no hard negatives and no repeated document, tgt_loss's CE over the candidates is
+  retrieval.in_batch_softmax_loss (the classification step, unchanged, does retrieval)."""
+  model, params, batch = _tiny_model_batch(repeat=False)
+  cands = retrieval_tgt.candidates(batch)
+  np.testing.assert_array_equal(cands.labels, np.arange(6))
+  student_apply = retrieval_tgt.scorer_of(model, cands, 0.05)
+  tbatch = {"image": batch["query"], "label": cands.labels}
+  ce, terms = tgt.tgt_loss(params, student_apply, tgt.TGTConfig(method="ce"), tbatch, None, None,
+                           None)
+  query_emb, doc_emb = model.apply(params, batch["query"], batch["positive"])
+  expected = retrieval.in_batch_softmax_loss(query_emb, doc_emb, 0.05, batch["positive_key"])
+  np.testing.assert_allclose(ce, expected, rtol=1e-5)
+  assert set(terms) == {"ce", "total"}
+  # A repeated lemma set is one candidate: row 4's label is its first copy, column 1.
+  _, _, batch = _tiny_model_batch()
+  np.testing.assert_array_equal(retrieval_tgt.candidates(batch).labels, [0, 1, 2, 3, 1, 5])
+
+
+def test_hard_negatives_join_the_candidates_and_repeats_are_removed():
+  rng = np.random.default_rng(1)
+  negatives = rng.integers(3, 20, size=(6, 2, 3)).astype(np.int32)
+  keys = np.arange(10, 22).reshape(6, 2)
+  keys[0, 1] = 3                       # row 0's 2nd negative is row 3's positive document
+  model, params, batch = _tiny_model_batch((negatives, keys))
+  batch["negatives"][0, 1] = batch["positive"][3]
+  cands = retrieval_tgt.candidates(batch)
+  assert cands.tokens.shape == (18, 3)
+  removed = np.flatnonzero(np.asarray(cands.bias) < 0)
+  np.testing.assert_array_equal(removed, [4, 7])   # the repeat positive; the repeat negative
+  scores = retrieval_tgt.scorer_of(model, cands, 0.05)(params, batch["query"])
+  log_probs = jax.nn.log_softmax(scores)
+  np.testing.assert_allclose(np.exp(log_probs[:, removed]), 0.0, atol=1e-30)
+  kept = np.setdiff1d(np.arange(18), removed)
+  query_emb = model.apply(params, batch["query"], method="embed_queries")
+  doc_emb = model.apply(params, cands.tokens, method="embed_documents")
+  manual = jax.nn.log_softmax(query_emb @ doc_emb[kept].T / 0.05)
+  label_columns = [list(kept).index(c) for c in cands.labels]
+  np.testing.assert_allclose(log_probs[np.arange(6), cands.labels],
+                             manual[np.arange(6), label_columns], rtol=1e-5)
+
+
+@pytest.mark.parametrize("overrides,error,match", [
+    ({"student.model": "dual_huge"}, ValueError, r"'dual_huge'.*known.*dual_small"),
+    ({"data.num_pairs": 100_000}, ValueError, r"num_pairs=100000.*260"),
+    ({"retrieval.hard_negatives": 9}, ValueError, r"hard_negatives=9"),
+    ({"method": "kd_mixup"}, ValueError, r"kd_mixup"),
+    ({"retrieval_teacher.train_if_missing": False}, FileNotFoundError,
+     r"No retrieval teacher.*job=retrieval_teacher"),
+])
+def test_bad_input_is_named(tmp_path, overrides, error, match):
+  config = retrieval_config("runlocal,method=kd", **{
+      "retrieval_teacher.dir": str(tmp_path / "none"), **overrides})
+  with pytest.raises(error, match=match):
+    train_retrieval.train_and_evaluate(config, str(tmp_path / "run"))
+
+
+def test_missing_text_teacher_names_the_job_to_run(teachers, tmp_path):
+  config = student_config(teachers, "tgt_random", **{"teacher.dir": str(tmp_path / "none")})
+  with pytest.raises(FileNotFoundError, match=r"configs/wordnet.py:job=teacher"):
+    train_retrieval.train_and_evaluate(config, str(tmp_path / "run"))
+
+
+def test_benchmark_smoke_writes_table_and_json(teachers, tmp_path, capsys):
+  out = tmp_path / "bench"
+  rows = retrieval_benchmark.main(["--smoke", f"--out={out}", "--methods=ce",
+                                   f"--teacher_dir={teachers['teacher.dir']}",
+                                   f"--retrieval_teacher_dir={teachers['retrieval_teacher.dir']}"])
+  assert [(r["method"], r["num_pairs"], r["seed"]) for r in rows] == [("ce", 64, 0)]
+  table = (out / "table.md").read_text()
+  assert "| `ce` | 64 |" in table and "retrieval teacher `dual_tiny`" in table
+  assert table.strip() in capsys.readouterr().out
+  summary = _json(out / "results.json")
+  assert [s["method"] for s in summary["summary"]] == ["ce"]
+  assert "jax" in summary["header"] and len(summary["runs"]) == 1
+  # A second invocation reads the finished run's results.json instead of training again.
+  again = retrieval_benchmark.main(["--smoke", f"--out={out}", "--methods=ce",
+                                    f"--teacher_dir={teachers['teacher.dir']}",
+                                    f"--retrieval_teacher_dir={teachers['retrieval_teacher.dir']}"])
+  assert again == rows
+
+
+def test_documents_pairs_and_batches_on_the_fixture():
+  docs = reverse_dictionary.load_documents(FIXTURE, doc_max_len=8, doc_vocab_size=2000)
+  assert docs is reverse_dictionary.load_documents(FIXTURE, 8, 2000)            # cached
+  assert docs.tokens.shape == (312, 8) and docs.texts[0] == "entity"
+  same_tokens = np.all(docs.tokens[:, None] == docs.tokens[None], axis=-1)
+  np.testing.assert_array_equal(docs.keys[:, None] == docs.keys[None], same_tokens)
+  small, large = (reverse_dictionary.labelled_rows(260, n, seed=3) for n in (32, 64))
+  assert len(small) == 32 and set(small) <= set(large)                    # nested budgets
+  assert set(small) != set(reverse_dictionary.labelled_rows(260, 32, seed=4))
+  rng = np.random.default_rng(0)
+  pairs = reverse_dictionary.Pairs(rng.integers(3, 50, size=(10, 6)).astype(np.int32),
+                                   np.arange(10), rng.integers(0, 312, size=(10, 2)))
+  batch = reverse_dictionary.student_batch(pairs, docs, 8, seed=0, step=5)
+  again = reverse_dictionary.student_batch(pairs, docs, 8, seed=0, step=5)
+  assert all(np.array_equal(batch[k], again[k]) for k in batch)           # (seed, step) decide
+  assert batch["negatives"].shape == (8, 2, 8) and batch["negative_key"].shape == (8, 2)
+  np.testing.assert_array_equal(batch["positive"], docs.tokens[batch["positive_id"]])

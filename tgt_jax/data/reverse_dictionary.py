@@ -1,0 +1,156 @@
+"""WordNet as a reverse dictionary: a noun gloss (query) → its synset's lemma set (document).
+
+Every noun synset is a document ("dog , domestic dog , canis familiaris"), so the
+index is fixed and known in advance: its token vocabulary is built over all
+documents' lemma text (no query words leak through it). Queries are the
+classification task's definitions (wordnet.load_dataset), tokenised with its
+train vocabulary, so the text teacher's sequence VAE reads and writes them.
+
+Some synsets share a lemma set (several senses of "bank"); they get the same
+`key`, are never each other's negatives, and tie in evaluation (ties count in
+the target's favour, retrieval.target_ranks: the word retrieved is right).
+
+Batches are pure functions of (seed, step), like data/sources.py, so a resumed
+run replays exactly the data it would have seen.
+"""
+
+import dataclasses
+import functools
+import itertools
+import os
+
+import numpy as np
+
+from tgt_jax import sharding
+from tgt_jax.data import batches, wordnet
+
+DOC_MAX_LEN = 12                  # tokens per lemma set: 97% fit ("," separates lemmas)
+DOC_VOCAB_SIZE = 80_000           # ≥ the 70,618 distinct lemma tokens of WordNet 3.0 nouns
+_PAIRS_STREAM = 15_485_863        # seed offsets: the labelled pairs and kd_transfer's queries
+_TRANSFER_STREAM = 7_919
+
+
+@dataclasses.dataclass(frozen=True)
+class Documents:
+  tokens: np.ndarray              # int32 [N, doc_max_len], N = every noun synset
+  keys: np.ndarray                # int32 [N]: equal iff the token rows are equal
+  texts: tuple                    # the lemma sets as text, in synset order
+  vocabulary: tuple               # document token strings by id (0 = padding)
+
+  def __len__(self):
+    return len(self.keys)
+
+
+@dataclasses.dataclass(frozen=True)
+class Pairs:
+  """The labelled (query, document) pairs of a student, with the teacher's hard negatives."""
+  queries: np.ndarray             # int32 [P, max_len]
+  doc_ids: np.ndarray             # int64 [P]: the positive, a row of `Documents`
+  negatives: np.ndarray           # int64 [P, K]: documents the teacher ranks highest but wrong
+
+  def __len__(self):
+    return len(self.doc_ids)
+
+
+def document_text(synset):
+  return " , ".join(synset.lemmas)
+
+
+def load_documents(directory=None, doc_max_len=DOC_MAX_LEN, doc_vocab_size=DOC_VOCAB_SIZE):
+  """Every noun synset's lemma set as token ids (tokenised once per setting, then cached)."""
+  return _load_documents_cached(os.path.realpath(directory or wordnet.DEFAULT_DIR),
+                                int(doc_max_len), int(doc_vocab_size))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_documents_cached(directory, doc_max_len, doc_vocab_size):
+  texts = tuple(document_text(s) for s in wordnet.read_synsets(directory))
+  vocabulary = wordnet.Vocabulary.build(texts, doc_vocab_size)
+  tokens = vocabulary.encode_batch(texts, doc_max_len)
+  _, keys = np.unique(tokens, axis=0, return_inverse=True)
+  for array in (tokens, keys):
+    array.setflags(write=False)   # shared between callers
+  return Documents(tokens, keys.reshape(-1).astype(np.int32), texts, vocabulary.tokens)
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """Queries of every split with their positive documents, and the document index."""
+  dataset: object                 # wordnet.load_dataset's: query vocabulary, shapes, splits
+  documents: Documents
+
+  @property
+  def query_vocabulary(self):
+    return self.dataset.vocabulary
+
+  @property
+  def queries(self):
+    return {name: split.images for name, split in self.dataset.splits.items()}
+
+  @property
+  def doc_ids(self):
+    """The positive of each query: its synset, i.e. its row of read_synsets."""
+    return {name: split.indices for name, split in self.dataset.splits.items()}
+
+
+def load_task(data_config):
+  """The reverse dictionary of config.data (dir, max_len, vocab_size, doc_max_len, ...)."""
+  directory = data_config.get("dir") or None
+  dataset = wordnet.load_dataset(directory, data_config.get("max_len", wordnet.MAX_LEN),
+                                 data_config.get("vocab_size", wordnet.VOCAB_SIZE))
+  documents = load_documents(directory, data_config.get("doc_max_len", DOC_MAX_LEN),
+                             data_config.get("doc_vocab_size", DOC_VOCAB_SIZE))
+  return Task(dataset, documents)
+
+
+def labelled_rows(num_train, num_pairs, seed):
+  """Rows of the train split whose pairs are labelled: a random `num_pairs` of them.
+
+  The rows for n pairs are a prefix of one permutation per seed, so 2,500 pairs
+  are a subset of 10,000 with the same seed.
+  """
+  if not 1 <= num_pairs <= num_train:
+    raise ValueError(f"data.num_pairs={num_pairs} must be between 1 and the train split's "
+                     f"{num_train} queries.")
+  order = np.random.default_rng([seed, _PAIRS_STREAM]).permutation(num_train)
+  return np.sort(order[:num_pairs])
+
+
+def pair_stream(queries, doc_ids, documents, batch_size, seed):
+  """This process's rows of each global batch of pairs, by (seed, step), for train_teacher.fit.
+
+  `fit` carries an "image" and a "label": a pair travels as one row of query ‖
+  document tokens, with the document's key as its label.
+  """
+  local = sharding.process_rows(batch_size)
+  for step in itertools.count():
+    rows = batches.batch_rows(len(doc_ids), batch_size, seed, step)[local]
+    docs = doc_ids[rows]
+    yield {"image": np.concatenate([queries[rows], documents.tokens[docs]], axis=1),
+           "label": documents.keys[docs]}
+
+
+def split_pair(tokens, query_len):
+  """Inverse of pair_stream's concatenation: (query tokens, document tokens)."""
+  return tokens[:, :query_len], tokens[:, query_len:]
+
+
+def student_batch(pairs, documents, batch_size, seed, step, unlabelled=None, num_transfer=1):
+  """This process's rows of the student's global batch `step`: queries, positives, negatives.
+
+  With `unlabelled` (queries without labels), it adds num_transfer × batch_size
+  of them as "transfer" (the kd_transfer baseline: real queries, teacher-scored).
+  """
+  rows = batches.batch_rows(len(pairs), batch_size, seed, step)[sharding.process_rows(batch_size)]
+  positives = pairs.doc_ids[rows]
+  batch = {"query": pairs.queries[rows], "positive": documents.tokens[positives],
+           "positive_key": documents.keys[positives], "positive_id": positives.astype(np.int32)}
+  if pairs.negatives.shape[1]:
+    negatives = pairs.negatives[rows]
+    batch["negatives"] = documents.tokens[negatives]
+    batch["negative_key"] = documents.keys[negatives]
+  if unlabelled is not None:
+    size = batch_size * num_transfer
+    extra = batches.batch_rows(len(unlabelled), size, seed + _TRANSFER_STREAM, step)
+    batch["transfer"] = unlabelled[extra[sharding.process_rows(size)]]
+  return batch

@@ -1,0 +1,208 @@
+"""TGT for a dual encoder: a step's candidate documents play the classes.
+
+A step's candidates are its B positive documents followed by the B·K hard
+negatives the teacher mined for its queries. A query's "logits" are its scores
+q·dᵀ/τ against every candidate and a labelled query's "label" is its positive's
+column, so `tgt.tgt_loss` and `tgt.synthesize` run unchanged:
+  ce            in-batch (+ hard negative) softmax on the labelled pairs
+  kd            + α·KD between the teacher's and the student's candidate scores
+  tgt_*         + λ·KD on queries the text VAE explores around the real ones
+  kd_transfer   + λ·KD on real unlabelled train queries (the transfer-set ceiling)
+A document that appears twice among the candidates (the same lemma set) keeps
+only its first column, for every query: nobody is pushed away from a copy of its
+own positive, and no document counts twice in a denominator. With K = 0 and no
+repeats, the CE is exactly retrieval.in_batch_softmax_loss.
+"""
+
+import dataclasses
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from tgt_jax import losses, retrieval, sharding, tgt
+
+REMOVED = -1e9                   # score of a repeated candidate: finite, so KD stays 0·finite
+
+
+class Candidates(NamedTuple):
+  tokens: jax.Array              # [C, doc_len]: the B positives, then the B·K negatives
+  bias: jax.Array                # [C]: 0, or REMOVED for a repeat of an earlier column
+  labels: jax.Array              # [B]: each query's positive column (its first copy)
+
+
+def gathered(x):
+  """x on every device of its mesh (a batch-sharded array → replicated); as is outside one."""
+  layout = jax.typeof(x).sharding
+  if layout.mesh.empty:
+    return x
+  return jax.sharding.reshard(x, NamedSharding(layout.mesh, P()))
+
+
+def candidates(batch):
+  """The candidate documents of a batch (see the module docstring)."""
+  tokens, keys = batch["positive"], batch["positive_key"]
+  if "negatives" in batch:
+    negatives = batch["negatives"]
+    tokens = jnp.concatenate([tokens, negatives.reshape(-1, negatives.shape[-1])])
+    keys = jnp.concatenate([keys, batch["negative_key"].reshape(-1)])
+  keys = gathered(keys)
+  first = jnp.argmax(keys[:, None] == keys[None, :], axis=1)
+  bias = jnp.where(first == jnp.arange(keys.shape[0]), 0.0, REMOVED)
+  return Candidates(tokens, bias, first[:batch["positive"].shape[0]])
+
+
+def candidate_scores(query_emb, doc_emb, cands, temperature):
+  """[Q, C] scores q·dᵀ/τ of queries against the candidates, repeats removed."""
+  return retrieval.similarity(query_emb, gathered(doc_emb), temperature) + cands.bias
+
+
+def scorer_of(model, cands, temperature, params_key=None):
+  """(params, queries) → candidate scores: a dual encoder as tgt's `student_apply` / label.
+
+  `params_key` picks the model's parameters out of a larger tree (the teacher's).
+  """
+  pick = (lambda p: p[params_key]) if params_key else (lambda p: p)
+
+  def apply(params, queries):
+    docs = model.apply(pick(params), cands.tokens, method="embed_documents")
+    return candidate_scores(model.apply(pick(params), queries, method="embed_queries"), docs,
+                            cands, temperature)
+
+  return apply
+
+
+def no_generator():
+  """The tgt.Teacher of kd / kd_transfer: a labeler only (its label is set per step)."""
+  return tgt.Teacher(encode=None, decode=None, label=None, latent_dim=0, pixel_range=(0.0, 1.0))
+
+
+def step_teacher(generator_fns, scorer, cands, temperature):
+  """The text VAE's E and G with T = the scorer's scores against this step's candidates.
+
+  Teacher parameters are {"generator": VAE, "scorer": dual encoder}.
+  """
+  return dataclasses.replace(generator_fns, label=scorer_of(scorer, cands, temperature, "scorer"))
+
+
+def _targets_batch(batch, cands):
+  out = {"image": batch["query"], "label": cands.labels}
+  if "transfer" in batch:
+    out["transfer"] = batch["transfer"]
+  return out
+
+
+def make_train_step(model, tx, cfg, scorer, generator_fns, temperature, mesh):
+  """The jitted, sharded update: (state, teacher_params, batch, rng) → (state, terms).
+
+  `scorer` is None when the method needs no teacher scores (ce).
+  """
+
+  def train_step(state, teacher_params, batch, rng):
+    rng = jax.random.fold_in(rng, state.step)
+    cands = candidates(batch)
+    student_apply = scorer_of(model, cands, temperature)
+    teacher_fns = (step_teacher(generator_fns, scorer, cands, temperature)
+                   if scorer is not None else None)
+    tbatch = _targets_batch(batch, cands)
+    targets = tgt.teacher_targets(rng, cfg, teacher_fns, teacher_params, student_apply,
+                                  state.params, tbatch)
+    (_, terms), grads = jax.value_and_grad(tgt.tgt_loss, has_aux=True)(
+        state.params, student_apply, cfg, tbatch, *targets)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    terms["grad_norm"] = optax.tree.norm(grads)
+    terms["distinct_candidates"] = jnp.sum(cands.bias == 0).astype(jnp.float32)
+    return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                         opt_state=opt_state), terms
+
+  repl = sharding.replicated(mesh)
+  return jax.jit(train_step, in_shardings=(repl, repl, sharding.batch_sharded(mesh), repl),
+                 out_shardings=(repl, repl), donate_argnums=(0,))
+
+
+def make_probe(model, cfg, scorer, generator_fns, temperature, mesh, num_examples):
+  """(state, teacher_params, batch, rng) → (stats, samples) of the step at state.step.
+
+  It reproduces the train step's own explored queries (same key). Samples carry
+  the teacher's query embeddings, so the caller can name the teacher's best
+  document among all of them.
+  """
+
+  def probe(state, teacher_params, batch, rng):
+    rng = jax.random.fold_in(rng, state.step)
+    cands = candidates(batch)
+    student_apply = scorer_of(model, cands, temperature)
+    teacher_fns = step_teacher(generator_fns, scorer, cands, temperature)
+    queries = batch["query"]
+    explored = tgt.synthesize(rng, cfg, teacher_fns, teacher_params, student_apply,
+                              state.params, queries, batch.get("transfer"))
+
+    def discrepancy(x):
+      return jnp.mean(losses.kl_divergence(teacher_fns.label(teacher_params, x),
+                                           student_apply(state.params, x), cfg.temperature))
+
+    teacher_syn = teacher_fns.label(teacher_params, explored)
+    stats = {"discrepancy_real": discrepancy(queries),
+             "discrepancy_after_exploration": discrepancy(explored),
+             "teacher_entropy_synthetic": jnp.mean(losses.entropy(teacher_syn)),
+             "teacher_confidence_synthetic": jnp.mean(jnp.max(jax.nn.softmax(teacher_syn), -1))}
+    n, m = num_examples, cfg.num_samples
+    first = lambda x, rows: gathered(x)[:rows]      # a few rows: any number, on any mesh
+    embed = lambda x: scorer.apply(teacher_params["scorer"], x, method="embed_queries")
+    samples = {"real": first(queries, n), "explored": first(explored, n * m),
+               "positive_id": first(batch["positive_id"], n)}
+    samples.update(real_embedding=embed(samples["real"]),
+                   explored_embedding=embed(samples["explored"]))
+    if generator_fns.encode is not None:
+      decoded = teacher_fns.decode(teacher_params, teacher_fns.encode(teacher_params, queries))
+      stats["discrepancy_before_exploration"] = discrepancy(decoded)
+      samples["decoded"] = first(decoded, n)
+    return stats, samples
+
+  repl = sharding.replicated(mesh)
+  return jax.jit(probe, in_shardings=(repl, repl, sharding.batch_sharded(mesh), repl),
+                 out_shardings=repl)
+
+
+@functools.lru_cache(maxsize=16)
+def _tower(model, tower):
+  """One function object per (model, tower), so repeated evaluations reuse its compilation."""
+  method = {"queries": "embed_queries", "documents": "embed_documents"}[tower]
+  return lambda params, tokens: model.apply(params, tokens, method=method)
+
+
+_ranker = functools.lru_cache(maxsize=4)(retrieval.make_ranker)
+
+
+def embed(model, params, tokens, tower, batch_size, mesh):
+  """Embeddings (numpy [N, D]) of every row of `tokens` by tower "queries" or "documents"."""
+  return retrieval.embed_all(_tower(model, tower), params, tokens, batch_size, mesh)
+
+
+def rank_report(model, params, queries, targets, doc_emb, batch_size, mesh):
+  """Recall@1/10 and MRR of `queries` (token ids) ranked against every document."""
+  query_emb = embed(model, params, queries, "queries", batch_size, mesh)
+  ranks = retrieval.evaluate_ranks(_ranker(mesh), query_emb, doc_emb, targets, batch_size, mesh)
+  return retrieval.retrieval_report(ranks)
+
+
+def mine_hard_negatives(query_emb, doc_emb, positive_keys, doc_keys, k, chunk=512):
+  """Each query's k best-scoring documents whose lemma set is not its positive's ([Q, k]).
+
+  Every process computes the same result (it is deterministic) in chunks of queries.
+  """
+  @jax.jit
+  def top(queries, pos_keys, docs, keys):
+    scores = retrieval.similarity(queries, docs)
+    return jax.lax.top_k(jnp.where(keys[None, :] == pos_keys[:, None], -jnp.inf, scores), k)[1]
+
+  docs, keys = jnp.asarray(doc_emb), jnp.asarray(doc_keys)
+  out = []
+  for start in range(0, len(query_emb), chunk):
+    rows = np.minimum(np.arange(start, start + chunk), len(query_emb) - 1)   # fixed shape
+    out.append(np.asarray(top(query_emb[rows], positive_keys[rows], docs, keys)))
+  return np.concatenate(out)[:len(query_emb)].astype(np.int64)
