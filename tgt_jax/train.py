@@ -221,6 +221,17 @@ def init_student(config, source, mesh):
   return student, tx, state, step_key
 
 
+def restore_or_start(ckpt, state, config):
+  """The state to start from: checkpoint eval_step (eval_only), else the latest intact
+  checkpoint, else `state` itself (an eval_only run needs a checkpoint)."""
+  if config.eval_only and config.eval_step:
+    return ckpt.restore(state, config.eval_step)[0]
+  restored = ckpt.restore_latest_intact(state)
+  if restored is None and config.eval_only:
+    raise FileNotFoundError(f"eval_only: no student checkpoint in {ckpt.directory}.")
+  return restored[0] if restored else state
+
+
 def run_student_job(config, workdir):
   start_time = time.time()
   cfg = tgt_config(config)
@@ -253,13 +264,7 @@ def run_student_job(config, workdir):
     return source.evaluate(predict, params, split_name, config.eval_batch_size, mesh, groups)
 
   try:
-    if config.eval_only and config.eval_step:
-      state, _ = ckpt.restore(state, config.eval_step)
-    else:
-      restored = ckpt.restore_latest_intact(state)
-      if restored is None and config.eval_only:
-        raise FileNotFoundError(f"eval_only: no student checkpoint in {ckpt.directory}.")
-      state = restored[0] if restored else state
+    state = restore_or_start(ckpt, state, config)
     if not config.eval_only:
       state = _train_loop(config, cfg, workdir, mesh, student, tx, state, teacher_meta,
                           teacher_params, source, ckpt, evaluate, step_key)

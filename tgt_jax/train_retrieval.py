@@ -143,13 +143,7 @@ def run_student_job(config, workdir):
 
   ckpt = checkpointing.Checkpointer(epath.Path(workdir) / "checkpoints", config.keep_checkpoints)
   try:
-    if config.eval_only and config.eval_step:
-      state, _ = ckpt.restore(state, config.eval_step)
-    else:
-      restored = ckpt.restore_latest_intact(state)
-      if restored is None and config.eval_only:
-        raise FileNotFoundError(f"eval_only: no student checkpoint in {ckpt.directory}.")
-      state = restored[0] if restored else state
+    state = train.restore_or_start(ckpt, state, config)
     if not config.eval_only:
       loop = _Loop(config, cfg, workdir, mesh, model, tx, task, scorer if needs_scores else None,
                    generator_fns, teacher_params, teacher_doc_emb, ckpt, evaluate)
