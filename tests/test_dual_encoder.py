@@ -63,3 +63,24 @@ def test_teacher_tower_has_more_parameters_than_the_student():
 def test_unknown_name_lists_the_known_ones():
   with pytest.raises(ValueError, match=r"'dual_huge'.*dual_large.*dual_small.*dual_tiny"):
     dual_encoder.dual_encoder("dual_huge", QUERY_VOCAB, DOC_VOCAB)
+
+
+@pytest.mark.parametrize("name", ["dual_small", "dual_large"])
+def test_documents_read_the_query_table_only_through_query_words(name):
+  """A document id below query_vocab is that query word: editing the query tower's vector of
+  one word moves exactly the documents that contain it."""
+  doc_vocab = QUERY_VOCAB + 20                   # document ids extend the query vocabulary
+  model = dual_encoder.dual_encoder(name, QUERY_VOCAB, doc_vocab)
+  docs = jnp.array([[7, 55, 0, 0], [54, 55, 56, 0], [3, 7, 7, 0]], jnp.int32)   # 7: shared
+  params = model.init(jax.random.key(4), _tokens(4, QUERY_VOCAB), docs)
+  table = params["params"]["query_trunk"]["embed"]["embedding"]
+  edited = jax.tree.map(lambda x: x, params)
+  edited["params"]["query_trunk"]["embed"]["embedding"] = table.at[7].add(jax.random.normal(jax.random.key(5), table.shape[1:]))
+  moved = np.abs(np.asarray(model.apply(edited, docs, method="embed_documents")
+                            - model.apply(params, docs, method="embed_documents"))).max(axis=-1)
+  assert moved[0] > 1e-3 and moved[2] > 1e-3 and moved[1] == 0.0
+  unshared = dual_encoder.DUAL_ENCODERS[name](query_vocab=QUERY_VOCAB, doc_vocab=doc_vocab,
+                                              share_words=False)
+  np.testing.assert_array_equal(                          # without sharing: no query table read
+      unshared.apply(params, docs, method="embed_documents"),
+      unshared.apply(edited, docs, method="embed_documents"))

@@ -10,7 +10,7 @@ import pytest
 from benchmarks import retrieval as retrieval_benchmark
 from tgt_jax import configlib, retrieval, retrieval_teacher, retrieval_tgt, tgt, train
 from tgt_jax import train_retrieval
-from tgt_jax.data import reverse_dictionary
+from tgt_jax.data import reverse_dictionary, wordnet
 from tgt_jax.models import dual_encoder
 
 REPO = os.path.join(os.path.dirname(__file__), "..")
@@ -216,3 +216,19 @@ def test_documents_pairs_and_batches_on_the_fixture():
   assert all(np.array_equal(batch[k], again[k]) for k in batch)           # (seed, step) decide
   assert batch["negatives"].shape == (8, 2, 8) and batch["negative_key"].shape == (8, 2)
   np.testing.assert_array_equal(batch["positive"], docs.tokens[batch["positive_id"]])
+
+
+def test_document_ids_extend_the_query_vocabulary():
+  """Lemma words that are definition words keep their query id; the rest follow, once each."""
+  task = reverse_dictionary.load_task(
+      {"dir": FIXTURE, "max_len": 16, "vocab_size": 300, "doc_max_len": 8, "doc_vocab_size": 2000})
+  query, doc = task.query_vocabulary, task.documents.vocabulary
+  assert tuple(doc[:len(query)]) == tuple(query) and len(set(doc)) == len(doc)
+  dog = task.documents.texts.index(next(t for t in task.documents.texts if "," in t))
+  for word, token in zip(wordnet.tokenize(task.documents.texts[dog]), task.documents.tokens[dog]):
+    assert doc[token] == word
+    assert (token < len(query)) == (word in query)
+  with pytest.raises(ValueError, match="doc_vocab_size=100 must be at least the query "
+                                       "vocabulary's 300"):
+    reverse_dictionary.load_task({"dir": FIXTURE, "max_len": 16, "vocab_size": 300,
+                                  "doc_max_len": 8, "doc_vocab_size": 100})

@@ -1,10 +1,14 @@
 """WordNet as a reverse dictionary: a noun gloss (query) → its synset's lemma set (document).
 
 Every noun synset is a document ("dog , domestic dog , canis familiaris"), so the
-index is fixed and known in advance: its token vocabulary is built over all
-documents' lemma text (no query words leak through it). Queries are the
-classification task's definitions (wordnet.load_dataset), tokenised with its
-train vocabulary, so the text teacher's sequence VAE reads and writes them.
+index is fixed and known in advance. Queries are the classification task's
+definitions (wordnet.load_dataset), tokenised with its train vocabulary, so the
+text teacher's sequence VAE reads and writes them. The document vocabulary
+*extends* that query vocabulary: a lemma word that is also a definition word
+keeps the query's id (the dual encoders share its embedding), and the rest of
+the lemma words follow by frequency. Most test documents are never a training
+positive, so a lemma word must mean something before it is ever retrieved:
+shared ids give it what the definitions taught the query tower.
 
 Some synsets share a lemma set (several senses of "bank"); they get the same
 `key`, are never each other's negatives, and tie in evaluation (ties count in
@@ -25,7 +29,7 @@ from tgt_jax import sharding
 from tgt_jax.data import batches, wordnet
 
 DOC_MAX_LEN = 12                  # tokens per lemma set: 97% fit ("," separates lemmas)
-DOC_VOCAB_SIZE = 80_000           # ≥ the 70,618 distinct lemma tokens of WordNet 3.0 nouns
+DOC_VOCAB_SIZE = 80_000           # ≥ the 6,000 query words + the 70,618 lemma tokens of nouns
 _PAIRS_STREAM = 15_485_863        # seed offsets: the labelled pairs and kd_transfer's queries
 _TRANSFER_STREAM = 7_919
 
@@ -56,16 +60,36 @@ def document_text(synset):
   return " , ".join(synset.lemmas)
 
 
-def load_documents(directory=None, doc_max_len=DOC_MAX_LEN, doc_vocab_size=DOC_VOCAB_SIZE):
-  """Every noun synset's lemma set as token ids (tokenised once per setting, then cached)."""
+def extended_vocabulary(base, texts, size):
+  """`base`'s tokens with their ids, then the most frequent other tokens of `texts`, to `size`."""
+  if size < len(base):
+    raise ValueError(f"data.doc_vocab_size={size} must be at least the query vocabulary's "
+                     f"{len(base)} tokens, which it extends.")
+  known = set(base.tokens)
+  extra = wordnet.Vocabulary.build(texts, size + len(base))   # enough after the overlap
+  added = [t for t in extra.tokens[len(wordnet.SPECIAL_TOKENS):] if t not in known]
+  return wordnet.Vocabulary(tuple(base.tokens) + tuple(added[:size - len(base)]))
+
+
+def load_documents(directory=None, doc_max_len=DOC_MAX_LEN, doc_vocab_size=DOC_VOCAB_SIZE,
+                   query_tokens=None):
+  """Every noun synset's lemma set as token ids (tokenised once per setting, then cached).
+
+  With `query_tokens` (the query vocabulary's strings by id), the ids extend it
+  (see the module docstring).
+  """
+  base = tuple(query_tokens) if query_tokens is not None else None
   return _load_documents_cached(os.path.realpath(directory or wordnet.DEFAULT_DIR),
-                                int(doc_max_len), int(doc_vocab_size))
+                                int(doc_max_len), int(doc_vocab_size), base)
 
 
 @functools.lru_cache(maxsize=4)
-def _load_documents_cached(directory, doc_max_len, doc_vocab_size):
+def _load_documents_cached(directory, doc_max_len, doc_vocab_size, base_tokens):
   texts = tuple(document_text(s) for s in wordnet.read_synsets(directory))
-  vocabulary = wordnet.Vocabulary.build(texts, doc_vocab_size)
+  if base_tokens is None:
+    vocabulary = wordnet.Vocabulary.build(texts, doc_vocab_size)
+  else:
+    vocabulary = extended_vocabulary(wordnet.Vocabulary(base_tokens), texts, doc_vocab_size)
   tokens = vocabulary.encode_batch(texts, doc_max_len)
   _, keys = np.unique(tokens, axis=0, return_inverse=True)
   for array in (tokens, keys):
@@ -99,7 +123,8 @@ def load_task(data_config):
   dataset = wordnet.load_dataset(directory, data_config.get("max_len", wordnet.MAX_LEN),
                                  data_config.get("vocab_size", wordnet.VOCAB_SIZE))
   documents = load_documents(directory, data_config.get("doc_max_len", DOC_MAX_LEN),
-                             data_config.get("doc_vocab_size", DOC_VOCAB_SIZE))
+                             data_config.get("doc_vocab_size", DOC_VOCAB_SIZE),
+                             dataset.vocabulary)
   return Task(dataset, documents)
 
 

@@ -4,7 +4,10 @@ The query tower is the text student's transformer trunk (models/text.py), so it
 reads token ids [B, L] *or* soft token distributions [B, L, V]: TGT-gradient
 differentiates the scores through the text VAE's relaxed decoder. Documents
 (short lemma lists) go through a bag of embeddings, or a small transformer when
-`doc_depth` > 0. Both towers end in a linear map and L2 normalisation, so a
+`doc_depth` > 0. Document ids extend the query vocabulary
+(data/reverse_dictionary.py): with `share_words`, a document word that is also a
+query word adds the query tower's vector for it to its own, so lemmas never
+retrieved in training still arrive with what the definitions taught. Both towers end in a linear map and L2 normalisation, so a
 score q·d is a cosine (retrieval.similarity divides it by a temperature).
 """
 
@@ -32,6 +35,7 @@ class DualEncoder(nn.Module):
   mlp_dim: int = 128
   embed_dim: int = 64
   doc_depth: int = 0             # 0: order-blind bag of embeddings → MLP
+  share_words: bool = True       # document ids < query_vocab also read the query table
 
   def setup(self):
     self.query_trunk = text.Trunk(self.query_vocab, self.width, self.depth, self.heads,
@@ -51,13 +55,23 @@ class DualEncoder(nn.Module):
     h, mask = self.query_trunk(q)
     return l2_normalize(self.query_out(text.masked_mean(h, mask)))
 
+  def shared_word_vectors(self, d):
+    """The query tower's vectors of document ids that are query words, else zeros [N, L, W]."""
+    is_query_word = d < self.query_vocab
+    vectors = text.embedding_lookup(self.query_trunk.embed.table,
+                                    jnp.where(is_query_word, d, 0))
+    return vectors * is_query_word[..., None].astype(vectors.dtype)
+
   def embed_documents(self, d):
     """Document token ids [N, L] → unit vectors [N, embed_dim]."""
+    shared = self.shared_word_vectors(d) if self.share_words else None
     if self.doc_depth:
-      h, mask = self.doc_trunk(d)
+      h, mask = self.doc_trunk(d, shared)
       pooled = text.masked_mean(h, mask)
     else:
-      pooled = text.masked_mean(self.doc_tokens(d), text.input_mask(d))
+      tokens = self.doc_tokens(d)
+      pooled = text.masked_mean(tokens if shared is None else tokens + shared,
+                                text.input_mask(d))
       pooled = pooled + self.doc_residual(nn.gelu(self.doc_hidden(pooled)))
     return l2_normalize(self.doc_out(pooled))
 

@@ -119,9 +119,10 @@ class Trunk(nn.Module):
     self.blocks = [Block(self.width, self.heads, self.mlp_dim) for _ in range(self.depth)]
     self.norm = nn.LayerNorm()
 
-  def __call__(self, x):
+  def __call__(self, x, added=None):
+    """`added` [B, L, width], if given, joins the token embeddings (shared word vectors)."""
     mask = input_mask(x)
-    h = self.embed(x)
+    h = self.embed(x) if added is None else self.embed(x) + added
     for block in self.blocks:
       h = block(h, mask)
     return self.norm(h), mask
