@@ -33,6 +33,7 @@ import jax
 import numpy as np
 
 from tgt_jax import configlib, retrieval_teacher, teacher, train, train_retrieval
+from tgt_jax.data import reverse_dictionary
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURE = os.path.join(REPO, "tests", "fixtures", "wordnet")
@@ -122,6 +123,42 @@ def run_all(args):
   return rows
 
 
+def lexical_reference(task, split="test", seed=0):
+  """Recall@1/@10 and MRR of TF-IDF cosine between gloss and lemma set: no training at all.
+
+  Document ids extend the query vocabulary, so the same word has the same id on
+  both sides and a sparse product scores the overlap. Lexical scores tie often
+  (every document that shares no word scores 0), so ties are broken at random,
+  except between identical lemma sets, which tie in the target's favour as in
+  retrieval.target_ranks.
+  """
+  import scipy.sparse   # pylint: disable=g-import-not-at-top
+  from sklearn.preprocessing import normalize   # pylint: disable=g-import-not-at-top
+  vocab_size, keys = len(task.documents.vocabulary), task.documents.keys
+
+  def bags(tokens):
+    rows, cols = np.nonzero(tokens > 2)                     # no padding, unknown or mask
+    m = scipy.sparse.csr_matrix((np.ones(len(rows)), (rows, tokens[rows, cols])),
+                                shape=(len(tokens), vocab_size))
+    m.data[:] = 1.0                                        # presence, not counts
+    return m
+
+  docs = bags(task.documents.tokens)
+  idf = np.log((docs.shape[0] + 1) / (np.asarray(docs.sum(axis=0)).ravel() + 1))
+  docs = normalize(docs.multiply(idf).tocsr())
+  queries = normalize(bags(task.queries[split]).multiply(idf).tocsr())
+  targets, rng, ranks = task.doc_ids[split], np.random.default_rng(seed), []
+  for start in range(0, len(targets), 256):
+    scores = (queries[start:start + 256] @ docs.T).toarray()
+    target = targets[start:start + 256]
+    own = scores[np.arange(len(target)), target][:, None]
+    ties = np.sum((scores == own) & (keys[None] != keys[target][:, None]), axis=1)
+    ranks.append(1 + np.sum(scores > own, axis=1) + rng.integers(0, ties + 1))
+  ranks = np.concatenate(ranks)
+  return {"recall@1": float(np.mean(ranks <= 1)), "recall@10": float(np.mean(ranks <= 10)),
+          "mrr": float(np.mean(1.0 / ranks))}
+
+
 def summarize(rows):
   """{(method, num_pairs): {metric: (mean, std), "seconds", "n"}} over seeds, in percent."""
   groups = {}
@@ -137,7 +174,7 @@ def summarize(rows):
   return out
 
 
-def markdown(header, summary, teacher_meta, args):
+def markdown(header, summary, teacher_meta, args, lexical=None):
   lines = [f"# {header['command']}",
            f"{header['device']}, {header['cpu_count']} CPUs, jax {header['jax']}; "
            f"{header['steps']} steps × batch {header['batch_size']} per run; seeds "
@@ -155,6 +192,9 @@ def markdown(header, summary, teacher_meta, args):
   test = teacher_meta["report"]["test"]
   lines.append(f"| retrieval teacher `{teacher_meta['model']}` (all train pairs) | all | " +
                " | ".join(f"{100 * test[m]:.1f}" for m in METRICS) + " | — |")
+  if lexical:
+    lines.append("| TF-IDF gloss–lemma overlap (no training) | — | " +
+                 " | ".join(f"{100 * lexical[m]:.1f}" for m in METRICS) + " | — |")
   return "\n".join(lines) + "\n"
 
 
@@ -174,10 +214,12 @@ def main(argv=None):
             "steps": reference.num_train_steps, "batch_size": reference.batch_size,
             "seeds": list(args.seed_list), "wall_time_sec": time.time() - start,
             "teacher_dir": args.teacher_dir, "retrieval_teacher_dir": args.retrieval_teacher_dir}
-  table = markdown(header, summary, teacher_meta, args)
+  lexical = lexical_reference(reverse_dictionary.load_task(reference.data))
+  table = markdown(header, summary, teacher_meta, args, lexical)
   with open(os.path.join(args.out, "table.md"), "w", encoding="utf-8") as f:
     f.write(table)
   payload = {"header": header, "retrieval_teacher_report": teacher_meta["report"],
+             "lexical_reference_test": lexical,
              "summary": [{"method": m, "num_pairs": n, **e} for (m, n), e in summary.items()],
              "runs": rows}
   with open(os.path.join(args.out, "results.json"), "w", encoding="utf-8") as f:

@@ -71,7 +71,7 @@ def get_config(arg=None):
   config.student = ml_collections.ConfigDict(dict(model="dual_small"))
   config.retrieval_teacher = ml_collections.ConfigDict(dict(
       model="dual_large", dir="",   # "" → WORKDIR/retrieval_teacher
-      steps=5000, batch_size=128, learning_rate=1e-3, seed=0, log_every=500,
+      steps=1000, batch_size=512, learning_rate=1e-3, seed=0, log_every=250,
       mined_negatives=16,         # hard negatives stored per train query
       train_if_missing=True,
   ))
@@ -87,13 +87,13 @@ def get_config(arg=None):
 
   config.batch_size = 64
   config.eval_batch_size = 512
-  config.num_train_steps = 2000
+  config.num_train_steps = 1000
   config.optimizer = ml_collections.ConfigDict(dict(
       name="adam", learning_rate=1e-3, warmup_steps=100, weight_decay=1e-4))
 
   config.log_every = 200
   config.eval_every = 1000
-  config.checkpoint_every = 1000
+  config.checkpoint_every = 500
   config.keep_checkpoints = 2
   config.grid_examples = 8        # queries in each real | explored samples file
   config.eval_only = False

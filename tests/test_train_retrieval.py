@@ -2,6 +2,7 @@
 
 import json
 import os
+import types
 
 import jax
 import numpy as np
@@ -188,6 +189,7 @@ def test_benchmark_smoke_writes_table_and_json(teachers, tmp_path, capsys):
   assert [(r["method"], r["num_pairs"], r["seed"]) for r in rows] == [("ce", 64, 0)]
   table = (out / "table.md").read_text()
   assert "| `ce` | 64 |" in table and "retrieval teacher `dual_tiny`" in table
+  assert "| TF-IDF gloss–lemma overlap (no training) |" in table
   assert table.strip() in capsys.readouterr().out
   summary = _json(out / "results.json")
   assert [s["method"] for s in summary["summary"]] == ["ce"]
@@ -232,3 +234,20 @@ def test_document_ids_extend_the_query_vocabulary():
                                        "vocabulary's 300"):
     reverse_dictionary.load_task({"dir": FIXTURE, "max_len": 16, "vocab_size": 300,
                                   "doc_max_len": 8, "doc_vocab_size": 100})
+
+
+def test_lexical_reference_ranks_by_shared_words_and_breaks_ties_fairly():
+  """A gloss made of its own lemma words ranks first; one that shares nothing ranks at random
+  among the zero-score documents (not first, as a tie in its favour would say)."""
+  tokens = np.array([[5, 6, 0], [7, 8, 0], [9, 10, 0], [11, 12, 0], [5, 6, 0]], np.int32)
+  documents = types.SimpleNamespace(tokens=tokens, keys=np.array([0, 1, 2, 3, 0]),
+                                    vocabulary=tuple(f"w{i}" for i in range(13)))
+  queries = np.array([[5, 6, 3], [7, 8, 4], [3, 4, 0]], np.int32)   # 3, 4: in no document
+  task = types.SimpleNamespace(documents=documents, queries={"test": queries},
+                               doc_ids={"test": np.array([4, 1, 2])})
+  first_two = [retrieval_benchmark.lexical_reference(task, seed=s) for s in range(40)]
+  # Queries 0 and 1 always rank first (0 ties only with its identical lemma set, row 0).
+  assert all(r["recall@1"] >= 2 / 3 for r in first_two)
+  # Query 2 scores 0 against its own and all 4 other lemma sets: rank 1..5, so not always 1.
+  assert any(r["recall@1"] == 2 / 3 for r in first_two) and any(r["recall@1"] == 1.0
+                                                                  for r in first_two)
