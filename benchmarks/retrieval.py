@@ -7,7 +7,7 @@ cores for the default 24 runs of 2,000 steps, most of it tgt_gradient, plus the 
   --smoke   the runlocal config on the test fixture, 1 seed, ce and tgt_random, 64 pairs
             (→ retrieval_smoke/; ~30 s once the teachers exist, ~1 min from nothing)
 Other flags: --seeds --methods --num_pairs --steps --data_dir --teacher_dir
-  --retrieval_teacher_dir --out.
+  --retrieval_teacher_dir --out, --cached_only (tabulate finished runs, train none).
 
 Every run is the real student job (train_retrieval.train_and_evaluate) of
 configs/wordnet_retrieval.py with one shared text teacher (the sequence VAE of
@@ -51,6 +51,8 @@ def parse_args(argv=None):
   p.add_argument("--data_dir", default="", help="WordNet directory (default /usr/share/wordnet)")
   p.add_argument("--teacher_dir", default="", help="text VAE (default OUT/teacher)")
   p.add_argument("--retrieval_teacher_dir", default="", help="default OUT/retrieval_teacher")
+  p.add_argument("--cached_only", action="store_true",
+                 help="train nothing: tabulate the runs OUT/runs already holds")
   p.add_argument("--quick", action="store_true")
   p.add_argument("--smoke", action="store_true")
   args = p.parse_args(argv)
@@ -114,6 +116,8 @@ def run_all(args):
         if os.path.exists(path):
           with open(path, encoding="utf-8") as f:
             result = json.load(f)
+        elif args.cached_only:
+          continue
         else:
           result = train_retrieval.train_and_evaluate(config, workdir)
         rows.append(result)

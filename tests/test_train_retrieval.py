@@ -199,6 +199,12 @@ def test_benchmark_smoke_writes_table_and_json(teachers, tmp_path, capsys):
                                     f"--teacher_dir={teachers['teacher.dir']}",
                                     f"--retrieval_teacher_dir={teachers['retrieval_teacher.dir']}"])
   assert again == rows
+  # --cached_only tabulates what exists and trains nothing (kd has no run here).
+  cached = retrieval_benchmark.main(["--smoke", f"--out={out}", "--methods=ce,kd", "--cached_only",
+                                     f"--teacher_dir={teachers['teacher.dir']}",
+                                     "--retrieval_teacher_dir="
+                                     f"{teachers['retrieval_teacher.dir']}"])
+  assert cached == rows and "`kd`" not in (out / "table.md").read_text()
 
 
 def test_documents_pairs_and_batches_on_the_fixture():
