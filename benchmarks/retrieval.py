@@ -1,8 +1,11 @@
 r"""Reverse-dictionary retrieval on WordNet: TGT against CE and KD at 2,500 and 10,000 labels.
 
-Command (repo root; not yet run at full size: from measured step rates, about 4 h on 2 CPU
-cores for the default 24 runs of 2,000 steps, most of it tgt_gradient, plus the teachers):
-  python -m benchmarks.retrieval            # → benchmarks/results/retrieval/
+Commands behind benchmarks/results/retrieval/ (repo root, 2 CPU cores; README "Retrieval"):
+  python -m benchmarks.retrieval --methods=ce,kd,tgt_random          # 18 runs, 30 min
+  python -m benchmarks.retrieval --methods=kd_transfer,tgt_gradient --num_pairs=2500
+  python -m benchmarks.retrieval --methods=ce,kd,kd_transfer,tgt_random,tgt_gradient \
+      --cached_only                                                  # the combined table
+  (plus the two teachers: 23 min for the text VAE, 15 min for the retrieval teacher)
   --quick   2 seeds, 2,500 pairs, 500 steps (→ retrieval_quick/)
   --smoke   the runlocal config on the test fixture, 1 seed, ce and tgt_random, 64 pairs
             (→ retrieval_smoke/; ~30 s once the teachers exist, ~1 min from nothing)
@@ -122,7 +125,7 @@ def run_all(args):
           result = train_retrieval.train_and_evaluate(config, workdir)
         rows.append(result)
         print(f"{method:14s} pairs {num_pairs:6d} seed {seed}  " +
-              "  ".join(f"{k} {100 * result[k]:.1f}" for k in METRICS) +
+              "  ".join(f"{k} {100 * result[k]:.2f}" for k in METRICS) +
               f"  ({result['wall_time_sec']:.0f} s)", flush=True)
   return rows
 
@@ -190,15 +193,15 @@ def markdown(header, summary, teacher_meta, args, lexical=None):
     for method in args.method_list:
       entry = summary.get((method, num_pairs))
       if entry:
-        cols = [f"{entry[m][0]:.1f} ± {entry[m][1]:.1f}" for m in METRICS]
+        cols = [f"{entry[m][0]:.2f} ± {entry[m][1]:.2f}" for m in METRICS]
         lines.append(f"| `{method}` | {num_pairs} | " + " | ".join(cols) +
                      f" | {entry['seconds']:.0f} |")
   test = teacher_meta["report"]["test"]
   lines.append(f"| retrieval teacher `{teacher_meta['model']}` (all train pairs) | all | " +
-               " | ".join(f"{100 * test[m]:.1f}" for m in METRICS) + " | — |")
+               " | ".join(f"{100 * test[m]:.2f}" for m in METRICS) + " | — |")
   if lexical:
     lines.append("| TF-IDF gloss–lemma overlap (no training) | — | " +
-                 " | ".join(f"{100 * lexical[m]:.1f}" for m in METRICS) + " | — |")
+                 " | ".join(f"{100 * lexical[m]:.2f}" for m in METRICS) + " | — |")
   return "\n".join(lines) + "\n"
 
 
