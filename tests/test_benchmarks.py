@@ -1,8 +1,10 @@
-"""Every benchmark runs end to end in its smallest setting, and its outputs make sense."""
+"""Every benchmark runs end to end in its smallest setting (the text one in the slow set)."""
 
 import csv
 import json
 import math
+
+import pytest
 
 from benchmarks import sample_efficiency, se_report, step_cost, text_classification
 
@@ -78,6 +80,7 @@ def test_targets_are_reported_not_asserted():
                 "(target ≥ +10)"]
 
 
+@pytest.mark.slow   # ~1 min; the same runlocal jobs run by default in test_configs.py
 def test_text_classification_smoke_writes_table_and_resumes(tmp_path, capsys):
   argv = ["--smoke", f"--work={tmp_path / 'work'}", f"--out={tmp_path / 'out'}"]
   summary = text_classification.main(argv)
