@@ -21,7 +21,6 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from tgt_jax import losses, retrieval, sharding, tgt
@@ -111,13 +110,9 @@ def make_train_step(model, tx, cfg, scorer, generator_fns, temperature, mesh):
     tbatch = _targets_batch(batch, cands)
     targets = tgt.teacher_targets(rng, cfg, teacher_fns, teacher_params, student_apply,
                                   state.params, tbatch)
-    (_, terms), grads = jax.value_and_grad(tgt.tgt_loss, has_aux=True)(
-        state.params, student_apply, cfg, tbatch, *targets)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    terms["grad_norm"] = optax.tree.norm(grads)
+    state, terms = tgt.student_update(state, tx, student_apply, cfg, tbatch, targets)
     terms["distinct_candidates"] = jnp.sum(cands.bias == 0).astype(jnp.float32)
-    return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                         opt_state=opt_state), terms
+    return state, terms
 
   repl = sharding.replicated(mesh)
   return jax.jit(train_step, in_shardings=(repl, repl, sharding.batch_sharded(mesh), repl),

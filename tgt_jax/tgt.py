@@ -25,6 +25,7 @@ from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from tgt_jax import losses
 
@@ -226,3 +227,13 @@ def teacher_targets(rng, cfg, teacher, teacher_params, student_apply, student_pa
                        batch["image"], batch.get("transfer"))
     teacher_logits_syn = teacher.label(teacher_params, x_syn)
   return jax.lax.stop_gradient((teacher_logits, x_syn, teacher_logits_syn))
+
+
+def student_update(state, tx, student_apply, cfg, batch, targets):
+  """One optax step on tgt_loss given teacher_targets' output: (new state, loss terms)."""
+  (_, terms), grads = jax.value_and_grad(tgt_loss, has_aux=True)(
+      state.params, student_apply, cfg, batch, *targets)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  terms["grad_norm"] = optax.tree.norm(grads)
+  return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                       opt_state=opt_state), terms

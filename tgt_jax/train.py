@@ -74,13 +74,7 @@ def make_train_step(student_apply, tx, cfg, teacher_fns, mesh, augment_name="non
                                   fill)
     targets = tgt.teacher_targets(rng, cfg, teacher_fns, teacher_params, student_apply,
                                   state.params, batch)
-    (_, terms), grads = jax.value_and_grad(tgt.tgt_loss, has_aux=True)(
-        state.params, student_apply, cfg, batch, *targets)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    terms["grad_norm"] = optax.tree.norm(grads)
-    new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                              opt_state=opt_state)
-    return new_state, terms
+    return tgt.student_update(state, tx, student_apply, cfg, batch, targets)
 
   repl = sharding.replicated(mesh)
   return jax.jit(train_step, in_shardings=(repl, repl, sharding.batch_sharded(mesh), repl),
@@ -103,11 +97,16 @@ def validate_config(config):
     tgt_config(config)   # validates method, σ, η, k, ε, m, τ
     if config.data.name in sources.IN_MEMORY:
       augment.check(config.data.augment)
-    if config.num_train_steps < 0:
-      raise ValueError(f"num_train_steps must be >= 0, got {config.num_train_steps}.")
-    for key in ("log_every", "eval_every", "checkpoint_every"):
-      if config[key] < 1:
-        raise ValueError(f"{key} must be >= 1, got {config[key]}.")
+    check_loop_settings(config)
+
+
+def check_loop_settings(config):
+  """A student loop's durations and intervals (shared by the classification and retrieval jobs)."""
+  if config.num_train_steps < 0:
+    raise ValueError(f"num_train_steps must be >= 0, got {config.num_train_steps}.")
+  for key in ("log_every", "eval_every", "checkpoint_every"):
+    if config[key] < 1:
+      raise ValueError(f"{key} must be >= 1, got {config[key]}.")
 
 
 def teacher_dir(config, workdir):

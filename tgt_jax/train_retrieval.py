@@ -47,11 +47,7 @@ def validate_config(config):
     if cfg.method == "kd_mixup":
       raise ValueError("method 'kd_mixup' mixes continuous inputs; queries are token ids. "
                        f"Choose one of {[m for m in tgt.METHODS if m != 'kd_mixup']}.")
-    if config.num_train_steps < 0:
-      raise ValueError(f"num_train_steps must be >= 0, got {config.num_train_steps}.")
-    for key in ("log_every", "eval_every", "checkpoint_every"):
-      if config[key] < 1:
-        raise ValueError(f"{key} must be >= 1, got {config[key]}.")
+    train.check_loop_settings(config)
 
 
 def train_and_evaluate(config, workdir):
