@@ -22,6 +22,8 @@ INSTALL_REQUIRES = [
     # The local default runs on scikit-learn's bundled copy of UCI digits.
     "scikit-learn>=1.9.1,<1.10",
     "numpy>=2.0",
+    # Published teacher weights (diffusers AutoencoderKL, timm) are read with numpy, no torch.
+    "safetensors>=0.4",
 ]
 
 setuptools.setup(
