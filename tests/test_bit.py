@@ -1,0 +1,174 @@
+"""BiT ResNet-v2 from the official npz layout: timm's logits reproduced, bad files named."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tgt_jax.models import bit
+from tgt_jax.models.weight_files import WeightFileError
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "pretrained", "bit")
+NPZ = os.path.join(FIXTURES, "tiny_bit.npz")
+GROUPS = 8        # the tiny fixture's GroupNorm groups (BiT's own files use 32, the default)
+
+
+@pytest.fixture(scope="module")
+def reference():
+  with np.load(os.path.join(FIXTURES, "reference.npz")) as f:
+    return dict(f)
+
+
+@pytest.fixture(scope="module")
+def loaded():
+  return bit.load_bit_npz(NPZ, groups=GROUPS)
+
+
+@pytest.fixture(scope="module")
+def tensors():
+  with np.load(NPZ) as f:
+    return dict(f)
+
+
+def _save(tmp_path, tensors, name="damaged.npz"):
+  path = str(tmp_path / name)
+  np.savez(path, **tensors)
+  return path
+
+
+def test_architecture_is_read_from_the_file(loaded):
+  model, variables = loaded
+  assert (model.stage_sizes, model.width, model.num_classes) == ((1, 1, 1, 1), 0.125, 10)
+  params = variables["params"]
+  assert params["block1"]["unit01"]["a"]["proj"]["standardized_conv2d"]["kernel"].shape == (
+      1, 1, 8, 32)
+  assert params["head"]["conv2d"]["kernel"].shape == (1, 1, 256, 10)
+
+
+@pytest.mark.parametrize("size", [64, 57])
+def test_logits_match_timm(loaded, reference, size):
+  model, variables = loaded
+  logits = jax.jit(model.apply)(variables, reference[f"x{size}"])
+  assert logits.dtype == jnp.float32
+  np.testing.assert_allclose(logits, reference[f"logits{size}"], rtol=0, atol=1e-4)
+
+
+def test_minus_inf_pool_padding_is_not_bit(loaded, reference):
+  """The fixture sees the stem pool's padding: big_vision's -inf is not what timm/BiT compute."""
+  _, variables = loaded
+  model = bit.BiTResNetV2(10, (1, 1, 1, 1), 0.125, groups=GROUPS, pool_padding="-inf")
+  logits = jax.jit(model.apply)(variables, reference["x64"])
+  assert np.abs(logits - reference["logits64"]).max() > 1e-3
+
+
+def test_bf16_compute_runs(reference):
+  model, variables = bit.load_bit_npz(NPZ, groups=GROUPS, dtype=jnp.bfloat16)
+  assert {a.dtype for a in jax.tree.leaves(variables)} == {np.dtype(np.float32)}
+  logits = jax.jit(model.apply)(variables, reference["x64"])
+  want = reference["logits64"]
+  assert logits.dtype == jnp.float32 and np.all(np.isfinite(logits))
+  assert np.abs(logits - want).max() < 0.1 * np.abs(want).max()
+
+
+def test_examples_do_not_mix(loaded, reference):
+  model, variables = loaded
+  x = reference["x64"]
+  changed = x.copy()
+  changed[1] = -changed[1]
+  apply = jax.jit(model.apply)
+  np.testing.assert_array_equal(apply(variables, x)[0], apply(variables, changed)[0])
+
+
+def test_weight_standardisation_ignores_kernel_scale(loaded, reference):
+  model, variables = loaded
+  scaled = jax.tree_util.tree_map_with_path(
+      lambda p, a: 5 * a - 0.1 if "standardized_conv2d" in jax.tree_util.keystr(p) else a,
+      variables)
+  apply = jax.jit(model.apply)
+  np.testing.assert_allclose(apply(scaled, reference["x57"]), reference["logits57"], atol=1e-4)
+
+
+def test_input_spec():
+  spec = bit.BiTResNetV2().input_spec
+  assert (spec.resolution, spec.value_range) == (224, (-1.0, 1.0))
+  x = jnp.linspace(-1, 1, 12).reshape(1, 2, 2, 3)
+  np.testing.assert_allclose(spec.normalize(x), x, atol=1e-6)     # BiT's (x01 - .5) / .5
+  prepared = spec.prepare(jnp.full((2, 32, 32, 3), 0.75))          # [0, 1] → [-1, 1], 224 px
+  assert prepared.shape == (2, 224, 224, 3)
+  np.testing.assert_allclose(prepared, 0.5, atol=1e-5)
+
+
+def test_r50x1_parameter_count():
+  model = bit.BiTResNetV2(1000, bit.stage_sizes_of(50), 1)
+  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+  assert sum(a.size for a in jax.tree.leaves(shapes)) == 25_549_352
+
+
+def test_missing_file(tmp_path):
+  with pytest.raises(FileNotFoundError, match="nothing.npz"):
+    bit.load_bit_npz(str(tmp_path / "nothing.npz"), groups=GROUPS)
+
+
+def test_truncated_file(tmp_path):
+  path = tmp_path / "cut.npz"
+  with open(NPZ, "rb") as f:
+    path.write_bytes(f.read()[:5000])
+  with pytest.raises(WeightFileError, match="cut.npz.*truncated"):
+    bit.load_bit_npz(str(path), groups=GROUPS)
+
+
+def test_not_a_bit_file(tmp_path):
+  path = _save(tmp_path, {"conv1.weight": np.zeros((8, 3, 7, 7), np.float32)})
+  with pytest.raises(WeightFileError, match="not an official BiT npz.*conv1.weight"):
+    bit.load_bit_npz(path, groups=GROUPS)
+
+
+def test_missing_and_extra_keys_are_named(tmp_path, tensors):
+  damaged = dict(tensors)
+  del damaged["resnet/block2/unit01/b/group_norm/gamma"]
+  del damaged["resnet/group_norm/beta"]
+  damaged["resnet/block3/unit01/d/group_norm/gamma"] = np.ones(64, np.float32)
+  damaged["resnet/pre_logits/kernel"] = np.ones(3, np.float32)
+  with pytest.raises(WeightFileError) as e:
+    bit.load_bit_npz(_save(tmp_path, damaged), groups=GROUPS)
+  message = str(e.value)
+  assert "2 key(s) missing" in message and "2 key(s) not used" in message
+  for key in ("resnet/block2/unit01/b/group_norm/gamma", "resnet/group_norm/beta",
+              "resnet/block3/unit01/d/group_norm/gamma", "resnet/pre_logits/kernel"):
+    assert key in message
+
+
+def test_wrong_shape_is_named(tmp_path, tensors):
+  damaged = dict(tensors)
+  damaged["resnet/block2/unit01/b/standardized_conv2d/kernel"] = np.ones((3, 3, 16, 8),
+                                                                         np.float32)
+  with pytest.raises(WeightFileError,
+                     match=r"block2/unit01/b/standardized_conv2d/kernel has shape \(3, 3, 16, 8\)"
+                           r" in the file, the model expects \(3, 3, 16, 16\)"):
+    bit.load_bit_npz(_save(tmp_path, damaged), groups=GROUPS)
+
+
+def test_another_depth_than_requested_is_refused():
+  with pytest.raises(WeightFileError, match=r"holds BiT R14x0.125 .*\(1, 1, 1, 1\).*not the "
+                                            r"requested R50 \(3, 4, 6, 3\)"):
+    bit.load_bit_npz(NPZ, depth=50, groups=GROUPS)
+
+
+def test_another_width_or_head_than_requested_is_refused():
+  with pytest.raises(WeightFileError, match="not the requested width 2 .*8 channels"):
+    bit.load_bit_npz(NPZ, width=2, groups=GROUPS)
+  with pytest.raises(WeightFileError, match="10-class head, not the requested 1000"):
+    bit.load_bit_npz(NPZ, num_classes=1000, groups=GROUPS)
+
+
+def test_matching_request_loads():
+  model, _ = bit.load_bit_npz(NPZ, depth=(1, 1, 1, 1), width=0.125, num_classes=10,
+                              groups=GROUPS)
+  assert model.stage_sizes == (1, 1, 1, 1)
+
+
+def test_unknown_depth():
+  with pytest.raises(ValueError, match="Unknown BiT depth 34"):
+    bit.stage_sizes_of(34)
