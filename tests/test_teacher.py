@@ -56,3 +56,47 @@ def test_teacher_saved_on_eight_devices_loads_on_one(tiny_teacher_dir):
   _, params = teacher.load(tiny_teacher_dir, (8, 8, 1), 10, mesh=one)
   leaf = jax.tree.leaves(params)[0]
   assert leaf.sharding.mesh.devices.size == 1
+
+
+def test_saved_values_come_back(tmp_path, tiny_teacher_dir):
+  meta = teacher.read_meta(tiny_teacher_dir)
+  params = teacher.init_params(meta, jax.random.key(7))
+  teacher.save(tmp_path / "t", meta, params)
+  _, restored = teacher.load(str(tmp_path / "t"), (8, 8, 1), 10)
+  assert jax.tree.structure(restored) == jax.tree.structure(params)
+  for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def _copy(tmp_path, tiny_teacher_dir):
+  directory = tmp_path / "damaged"
+  shutil.copytree(tiny_teacher_dir, directory)
+  return directory
+
+
+@pytest.mark.parametrize("text,cause", [("{\"generator\": ", r"not valid JSON \(JSONDecodeError: "),
+                                        ("[1, 2]", "holds a JSON list, not an object")])
+def test_damaged_json_names_the_file(tmp_path, tiny_teacher_dir, text, cause):
+  directory = _copy(tmp_path, tiny_teacher_dir)
+  (directory / "teacher.json").write_text(text)
+  with pytest.raises(teacher.DamagedArtifact, match=rf"{directory}/teacher.json .*{cause}"):
+    teacher.load(str(directory), (8, 8, 1), 10)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "remove_data"])
+def test_params_that_do_not_read_name_the_path_in_a_few_lines(tmp_path, tiny_teacher_dir, damage):
+  directory = _copy(tmp_path, tiny_teacher_dir)
+  params = directory / "params"
+  if damage == "truncate":
+    for dirpath, _, files in os.walk(params):
+      for name in files:
+        with open(os.path.join(dirpath, name), "r+b") as f:
+          f.truncate(os.path.getsize(os.path.join(dirpath, name)) // 3)
+  else:
+    for entry in os.listdir(params):
+      if entry.startswith(("d", "ocdbt")) and os.path.isdir(params / entry):
+        shutil.rmtree(params / entry)
+  with pytest.raises(teacher.DamagedArtifact, match=rf"^{params} does not read \(\w+") as e:
+    teacher.load(str(directory), (8, 8, 1), 10)
+  assert len(str(e.value).splitlines()) == 1 and len(str(e.value)) < 500
+  assert e.value.__cause__ is None and e.value.__suppress_context__

@@ -22,6 +22,8 @@ from tgt_jax import checkpointing, models, sharding, tgt
 META_FILE = "teacher.json"
 PARAMS_DIR = "params"
 
+DamagedArtifact = checkpointing.DamagedArtifact   # a file that is there but does not read
+
 
 def build_modules(meta):
   """Flax modules (generator, labeler) described by teacher metadata."""
@@ -83,7 +85,16 @@ def read_meta(directory):
     raise FileNotFoundError(
         f"No teacher at {os.fspath(directory)!r}: {META_FILE} is missing. Train one with "
         "--config=configs/digits_teacher.py or point config.teacher.dir at a teacher directory.")
-  return json.loads(path.read_text())
+  try:
+    meta = json.loads(path.read_text())
+  except (ValueError, UnicodeDecodeError) as e:   # JSONDecodeError is a ValueError
+    raise DamagedArtifact(f"{os.fspath(path)} is not valid JSON "
+                          f"({checkpointing.first_line(e)}): the teacher is damaged; train it "
+                          "again or point the config at another teacher directory.") from None
+  if not isinstance(meta, dict):
+    raise DamagedArtifact(f"{os.fspath(path)} holds a JSON {type(meta).__name__}, not an object "
+                          "of teacher metadata: the teacher is damaged; train it again.")
+  return meta
 
 
 def vocabulary_fingerprint(vocabulary):
@@ -130,13 +141,15 @@ def load(directory, image_shape, num_classes, latent_dim=None, mesh=None, vocabu
 def restore_replicated(path, init_fn, mesh, on_mismatch):
   """Parameters at `path` restored replicated on `mesh` (default: all devices), whatever
   topology saved them; a checkpoint whose shapes differ from `init_fn`'s calls
-  on_mismatch(name, expected, found), which raises."""
+  on_mismatch(name, expected, found), which raises; one that does not read (truncated,
+  missing files) raises DamagedArtifact naming `path`."""
   target = sharding.replicated(mesh if mesh is not None else sharding.make_mesh())
   abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=target),
                           jax.eval_shape(init_fn))
+  found = checkpointing.reading(path, lambda: checkpointing.stored_tree(path))
+  check_same_shapes(abstract, found, on_mismatch)
   with ocp.StandardCheckpointer() as ckptr:
-    check_same_shapes(abstract, ckptr.metadata(path).item_metadata, on_mismatch)
-    return ckptr.restore(path, abstract)
+    return checkpointing.reading(path, lambda: ckptr.restore(path, abstract))
 
 
 def _shapes(tree):
