@@ -35,7 +35,12 @@ if __package__ in (None, ""):     # python benchmarks/retrieval.py
 import jax
 import numpy as np
 
-from tgt_jax import configlib, retrieval_teacher, teacher, train, train_retrieval
+from tgt_jax import configlib, teacher
+from tgt_jax.teachers import retrieval as retrieval_teacher
+from tgt_jax import jobs
+from tgt_jax.engine import state as state_lib
+from tgt_jax.tasks import classification
+from tgt_jax.tasks import retrieval as train_retrieval
 from tgt_jax.data import reverse_dictionary
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -97,10 +102,10 @@ def prepare_teachers(args):
                           **{"teacher.dir": args.teacher_dir,
                              **{f"data.{k}": config.data[k] for k in ("dir", "max_len",
                                                                        "vocab_size")}})
-    train.train_and_evaluate(text, os.path.join(args.out, "jobs", "text_teacher"))
+    jobs.run(text, os.path.join(args.out, "jobs", "text_teacher"))
   if not retrieval_teacher.exists(args.retrieval_teacher_dir):
     print(f"Training the retrieval teacher into {args.retrieval_teacher_dir} ...", flush=True)
-    train_retrieval.train_and_evaluate(retrieval_config(args, job="retrieval_teacher"),
+    jobs.run(retrieval_config(args, job="retrieval_teacher"),
                                        os.path.join(args.out, "jobs", "retrieval_teacher"))
   return retrieval_teacher.read_meta(args.retrieval_teacher_dir)
 
@@ -122,7 +127,7 @@ def run_all(args):
         elif args.cached_only:
           continue
         else:
-          result = train_retrieval.train_and_evaluate(config, workdir)
+          result = jobs.run(config, workdir)
         rows.append(result)
         print(f"{method:14s} pairs {num_pairs:6d} seed {seed}  " +
               "  ".join(f"{k} {100 * result[k]:.2f}" for k in METRICS) +

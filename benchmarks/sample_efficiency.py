@@ -1,4 +1,4 @@
-r"""Sample efficiency on the real digits data: who learns most from few labels (DESIGN §4).
+r"""Sample efficiency on the real digits data: who learns most from few labels.
 
 Command (repo root; 46.1 min on 2 CPU cores with the defaults, measured):
   python -m benchmarks.sample_efficiency          # → benchmarks/results/sample_efficiency/
@@ -10,8 +10,8 @@ Command (repo root; 46.1 min on 2 CPU cores with the defaults, measured):
             equal wall time, k5, 3 seeds (→ benchmarks/results/gradient_sweep/, 12.6 min)
 Other flags: --seeds --steps --batch_size --teacher_dir --methods --students --cells.
 
-Every student run is the real jitted step of tgt_jax (`train.make_train_step`,
-`sources.make_batch`) on the student's subset of the train split, with the same
+Every student run is the real jitted step of tgt_jax (`classification.make_train_step`,
+`classification.batch_at`) on the student's subset of the train split, with the same
 student architecture, number of steps and batch size for every method; it is scored
 on the balanced test split (and on validation, which alone chooses augmentation).
 
@@ -52,8 +52,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import se_report
-from tgt_jax import (configlib, data, evaluation, sharding, teacher, tgt, train,
-                     train_teacher)
+from tgt_jax import configlib, sharding, teacher, tgt
+from tgt_jax.data import datasets
+from tgt_jax.evaluation import classification as evaluation
+from tgt_jax import jobs
+from tgt_jax.engine import state as state_lib
+from tgt_jax.tasks import classification
+from tgt_jax.teachers import training
 from tgt_jax.data import sources, subsets
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -188,12 +193,12 @@ class Runner:
     """Trains one student; returns its scores (test and validation reports)."""
     start = time.time()
     config = self.config(arm, augment, cell, seed)
-    cfg = train.tgt_config(config)
+    cfg = classification.tgt_config(config)
     labelled, counts = self.subset(cell, seed)
-    module, tx, state, step_key = train.init_student(config, self.dataset, self.mesh)
+    module, tx, state, step_key = classification.init_student(config, self.dataset, self.mesh)
     cache_key = (arm.student, cfg, augment, config.num_train_steps)
     if cache_key not in self._steps:
-      self._steps[cache_key] = train.make_train_step(
+      self._steps[cache_key] = classification.make_train_step(
           module.apply, tx, cfg, self.teacher_fns if cfg.alpha_eff or cfg.lam_eff else None,
           self.mesh, augment, self.fill)
       self._predict.setdefault(arm.student, evaluation.make_predict(module.apply, self.mesh))
@@ -201,8 +206,8 @@ class Runner:
     tparams = teacher_params if (cfg.alpha_eff or cfg.lam_eff) else None
     unlabelled = self.dataset.splits["train"]
     for i in range(config.num_train_steps):
-      batch = sharding.to_global(self.mesh, sources.make_batch(
-          config, cfg.method, cfg.num_samples, labelled, unlabelled, i))
+      batch = sharding.to_global(self.mesh, classification.batch_at(
+          config, cfg, labelled, unlabelled, i))
       state, terms = step(state, tparams, batch, step_key)
     total = float(jax.device_get(terms["total"]))
     if not np.isfinite(total):
@@ -247,7 +252,7 @@ def pretrained_teacher(directory, dataset, mesh):
   """(meta, params) of the digits teacher in `directory`, trained there first if missing."""
   if not teacher.exists(directory):
     print(f"Training the pretrained teacher into {directory} ...", flush=True)
-    meta, params, report = train_teacher.train(configlib.digits_teacher(), dataset, mesh)
+    meta, params, report = training.train(configlib.digits_teacher(), dataset, mesh)
     meta["report"] = report
     teacher.save(directory, meta, params)
   return teacher.load(directory, dataset.image_shape, dataset.num_classes, mesh=mesh)
@@ -258,7 +263,7 @@ def same_labels_teacher(meta, params, labelled, mesh, seed):
   _, labeler = teacher.build_modules(meta)
   init = teacher.init_params(meta, jax.random.key(1000 + seed))["labeler"]
   t = configlib.digits_teacher()
-  fitted = train_teacher.fit(train_teacher.labeler_loss(labeler), init, labelled,
+  fitted = training.fit(training.labeler_loss(labeler), init, labelled,
                              steps=SAME_LABELS_LABELER_STEPS, batch_size=t.batch_size,
                              learning_rate=t.learning_rate, seed=seed, mesh=mesh,
                              name="same-labels labeler", log_every=10**9)
@@ -298,7 +303,7 @@ def run_benchmark(args):
   os.makedirs(args.out, exist_ok=True)
   # One device: this measures learning, not scaling (and fake CPU devices only add overhead).
   mesh = sharding.make_mesh(jax.devices()[:1])
-  dataset = data.load("digits")
+  dataset = datasets.load("digits")
   meta, params = pretrained_teacher(args.teacher_dir or os.path.join(args.out, "teacher"),
                                     dataset, mesh)
   runner = Runner(dataset, mesh, args.steps, args.batch_size, meta)

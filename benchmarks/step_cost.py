@@ -1,11 +1,11 @@
-r"""Step cost of every method side by side (DESIGN §4 "Cost"): time, FLOPs, teacher passes, input.
+r"""Step cost of every method side by side : time, FLOPs, teacher passes, input.
 
 Command (repo root; 2 CPU cores take a few minutes with the defaults):
   python -m benchmarks.step_cost --json_out=/tmp/step_cost.json
   (or python benchmarks/step_cost.py; flags: --steps=50 --warmup=5 --batch_size=64
    --student=cnn_small --methods=ce,kd,... --num_samples=1 --gradient_steps=1 --teacher_dir=DIR)
 
-Every method's jitted step (`train.make_train_step`) runs in this one process on
+Every method's jitted step (`classification.make_train_step`) runs in this one process on
 the same batch, student initialisation and key, so the rows differ only by method.
 The teacher defaults to random-init parameters (`--teacher_dir` loads a trained
 one): a step's cost does not depend on the teacher's quality.
@@ -20,7 +20,7 @@ Columns:
                   extra FLOPs and no more; above 1, overhead beyond the arithmetic.
   teacher fwd/ex  teacher forward passes per real example per student update (rule below).
   input wait %    share of a real training loop's wall time lost to building input: the loop
-                  of train.run_student_job (batch rows → numpy indexing → to_global → step,
+                  of classification.run (batch rows → numpy indexing → to_global → step,
                   steps dispatched asynchronously) against the same loop fed one prebuilt
                   batch, 1 − T(prebuilt) / T(real), each the fastest of 3 alternating runs.
 
@@ -49,7 +49,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tgt_jax import configlib, data, models, sharding, teacher, tgt, train
+from tgt_jax import configlib, models, sharding, teacher, tgt
+from tgt_jax.data import datasets
+from tgt_jax import jobs
+from tgt_jax.engine import state as state_lib
+from tgt_jax.tasks import classification
 from tgt_jax.data import sources, subsets
 
 # As configs/digits.py: the schedule's length and the real loop's labelled subset.
@@ -125,7 +129,7 @@ def input_wait(step, cfg, state, tparams, labelled, unlabelled, batch_size, mesh
                repeats=3):
   """Share of the real loop's wall time lost to input: 1 − T(one prebuilt batch) / T(real input).
 
-  The loop is train.run_student_job's (batch rows → numpy indexing → to_global →
+  The loop is classification.run's (batch rows → numpy indexing → to_global →
   step, dispatched asynchronously, so input building may overlap the previous step),
   timed up to `block_until_ready` of its last state. The control loop feeds one
   prebuilt batch instead. They alternate `repeats` times and each keeps its fastest,
@@ -134,7 +138,7 @@ def input_wait(step, cfg, state, tparams, labelled, unlabelled, batch_size, mesh
   loop_config = types.SimpleNamespace(batch_size=batch_size, seed=SEED)
 
   def make_batch(i):
-    return sharding.to_global(mesh, sources.make_batch(loop_config, cfg.method, cfg.num_samples,
+    return sharding.to_global(mesh, classification.batch_at(loop_config, cfg,
                                                            labelled, unlabelled, i))
 
   fixed = jax.block_until_ready(make_batch(0))
@@ -169,7 +173,7 @@ def measure(args):
   """One row per method: the figures of the table (see the module docstring)."""
   mesh = sharding.make_mesh()
   sharding.check_batch_size(args.batch_size, mesh)
-  dataset = data.load("digits")
+  dataset = datasets.load("digits")
   train_split = dataset.splits["train"]
   counts = subsets.student_counts(train_split.labels, dataset.num_classes, LABELS_PER_CLASS)
   labelled = train_split.take(subsets.select_rows(train_split.labels, counts, SEED))
@@ -177,7 +181,7 @@ def measure(args):
   teacher_fns = teacher.as_functions(meta)
 
   student = models.classifier(args.student, dataset.num_classes)
-  tx = train.make_optimizer(configlib.digits_optimizer(), TOTAL_STEPS)
+  tx = state_lib.make_optimizer(configlib.digits_optimizer(), TOTAL_STEPS)
   params = jax.device_get(student.init(jax.random.key(SEED),
                                        jnp.zeros((1, *dataset.image_shape), jnp.float32)))
   first_batch = types.SimpleNamespace(batch_size=args.batch_size, seed=SEED)
@@ -187,11 +191,11 @@ def measure(args):
   results = []
   for method in args.methods:
     cfg = tgt.TGTConfig(method=method, steps=args.gradient_steps, num_samples=args.num_samples)
-    step = train.make_train_step(student.apply, tx, cfg, teacher_fns, mesh)
-    batch = sharding.to_global(mesh, sources.make_batch(first_batch, cfg.method, cfg.num_samples,
+    step = classification.make_train_step(student.apply, tx, cfg, teacher_fns, mesh)
+    batch = sharding.to_global(mesh, classification.batch_at(first_batch, cfg,
                                                         train_split, train_split, 0))
     # A fresh host copy each time: the step donates (invalidates) the state it is given.
-    state = sharding.replicate(mesh, train.TrainState(np.int32(0), params, tx.init(params)))
+    state = sharding.replicate(mesh, state_lib.TrainState(np.int32(0), params, tx.init(params)))
     flops = xla_flops(step, state, tparams, batch, rng) * devices
     state, times = time_steps(step, state, tparams, batch, rng, args.warmup, args.steps)
     state, wait = input_wait(step, cfg, state, tparams, labelled, train_split, args.batch_size,

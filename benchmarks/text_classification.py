@@ -6,7 +6,7 @@ Command (repo root; needs `wordnet-base`):
 Other flags: --seeds --steps --num_labels --methods --work (teacher and pretrained
 student are trained once there and reused) --out.
 
-Every run is the real job, `train.train_and_evaluate(configs/wordnet.py)`, with the same
+Every run is the real job, `jobs.run(configs/wordnet.py)`, with the same
 student, steps and batch size for every method: 2,500 labelled train glosses drawn in
 proportion to the 26 categories (a natural long tail, 42 to 11,587 synsets per
 category), the seed varying the subset and the initialisation. Scored on the
@@ -34,7 +34,10 @@ import jax
 import numpy as np
 
 from benchmarks.sample_efficiency import RunLog
-from tgt_jax import configlib, train
+from tgt_jax import configlib
+from tgt_jax import jobs
+from tgt_jax.engine import state as state_lib
+from tgt_jax.tasks import classification
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "wordnet.py")
 FIXTURE = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "wordnet")
@@ -94,7 +97,7 @@ def ensure_shared_jobs(args, needs_pretrained):
     path = os.path.join(args.work, marker)
     if wanted and not os.path.exists(path):
       start = time.time()
-      train.train_and_evaluate(make_config(args, job=job), os.path.join(args.work, f"{job}_job"))
+      jobs.run(make_config(args, job=job), os.path.join(args.work, f"{job}_job"))
       print(f"trained the {job} in {time.time() - start:.0f} s", flush=True)
     if os.path.exists(path):
       with open(path, encoding="utf-8") as f:
@@ -157,7 +160,7 @@ def main(argv=None):
         if finetune:
           overrides["student.init_from"] = os.path.join(args.work, "pretrained")
         workdir = os.path.join(args.work, "runs", f"{arm}_n{args.num_labels}_s{seed}")
-        result = train.train_and_evaluate(make_config(args, **overrides), workdir)
+        result = jobs.run(make_config(args, **overrides), workdir)
         row = log.add({"arm": arm, "augment": "none", "cell": f"n{args.num_labels}",
                        "seed": seed, "test": result["test"],
                        "validation": result.get("validation"),

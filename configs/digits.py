@@ -41,7 +41,7 @@ def get_config(arg=None):
       head_count=0,             # long-tail head class size; 0 → the smallest class's size
       augment="none",           # none | shift | flip_shift (teacher and student see the same)
   ))
-  config.student = ml_collections.ConfigDict(dict(model="cnn_small"))
+  config.student = ml_collections.ConfigDict(dict(model="cnn_small", dtype=""))  # dtype: e.g. bfloat16
   config.teacher = configlib.digits_teacher(arg.runlocal)
   config.method = arg.method     # one of tgt.METHODS: ce, kd, kd_mixup, kd_transfer, tgt_*
   config.tgt = configlib.tgt_defaults()

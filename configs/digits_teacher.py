@@ -28,5 +28,6 @@ def get_config(arg=None):
   config.seed = 0
   config.data = ml_collections.ConfigDict(dict(name="digits"))
   config.teacher = configlib.digits_teacher(arg.runlocal)
-  config.log_every = 500 if not arg.runlocal else 10
+  if arg.runlocal:
+    config.teacher.log_every = config.teacher.checkpoint_every = 10
   return config

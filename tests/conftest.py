@@ -21,17 +21,18 @@ def digits_config(arg="runlocal", **overrides):
 
 @pytest.fixture(scope="session")
 def digits():
-  from tgt_jax import data  # pylint: disable=g-import-not-at-top
-  return data.load("digits")
+  from tgt_jax.data import datasets  # pylint: disable=g-import-not-at-top
+  return datasets.load("digits")
 
 
 @pytest.fixture(scope="session")
 def tiny_teacher_dir(tmp_path_factory, digits):
   """A teacher trained for a few steps (quality irrelevant), saved once per session."""
-  from tgt_jax import sharding, teacher, train_teacher  # pylint: disable=g-import-not-at-top
+  from tgt_jax import sharding, teacher  # pylint: disable=g-import-not-at-top
+  from tgt_jax.teachers import training
   directory = tmp_path_factory.mktemp("teacher")
   config = digits_config()
-  meta, params, report = train_teacher.train(config.teacher, digits, sharding.make_mesh())
+  meta, params, report = training.train(config.teacher, digits, sharding.make_mesh())
   meta["report"] = report
   teacher.save(directory, meta, params)
   return str(directory)

@@ -6,7 +6,10 @@ import os
 import pytest
 import tensorflow_datasets as tfds
 
-from tgt_jax import configlib, train
+from tgt_jax import configlib
+from tgt_jax import jobs
+from tgt_jax.engine import state as state_lib
+from tgt_jax.tasks import classification
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
 
@@ -17,7 +20,7 @@ def load_config(name, arg):
 
 def test_cifar10_runlocal_teacher_then_student(tmp_path):
   with tfds.testing.mock_data(num_examples=64, policy=tfds.testing.MockPolicy.USE_CODE):
-    results = train.train_and_evaluate(load_config("cifar10", "runlocal"), str(tmp_path))
+    results = jobs.run(load_config("cifar10", "runlocal"), str(tmp_path))
   assert results["method"] == "tgt_random" and results["checkpoint_step"] == 4
   assert 0.0 <= results["test_accuracy"] <= 1.0
   assert os.path.exists(tmp_path / "teacher" / "teacher.json")
@@ -31,7 +34,7 @@ def test_imagenet_runlocal_with_a_teacher_from_three_parts(tmp_path, name):
   config = load_config(name, "runlocal")
   assert config.student.dtype == "bfloat16" and config.teacher.kind == "components"
   with tfds.testing.mock_data(num_examples=48, policy=tfds.testing.MockPolicy.USE_CODE):
-    results = train.train_and_evaluate(config, str(tmp_path))
+    results = jobs.run(config, str(tmp_path))
   assert results["data"]["name"] == config.data.name and results["checkpoint_step"] == 3
   assert set(config.data.eval_splits) <= set(results)
   assert (tmp_path / "random_teacher_parts" / "generator" / "component.json").exists()
@@ -39,7 +42,7 @@ def test_imagenet_runlocal_with_a_teacher_from_three_parts(tmp_path, name):
 
 def test_epochs_become_steps_from_the_students_set():
   config = load_config("imagenet", "")
-  resolved = train.resolve_durations(config, num_examples=128_100)
+  resolved = state_lib.resolve_durations(config, num_examples=128_100)
   assert resolved.num_train_steps == 90 * (128_100 // 1024)
   assert resolved.optimizer.warmup_steps == 5 * (128_100 // 1024)
   assert config.num_train_steps == 0          # the input config is left alone
@@ -47,7 +50,7 @@ def test_epochs_become_steps_from_the_students_set():
 
 def test_full_size_configs_validate():
   for name, arg in (("imagenet", ""), ("imagenet_lt", ""), ("cifar10", ""), ("cifar10", "job=teacher")):
-    train.validate_config(load_config(name, arg))
+    jobs.validate(load_config(name, arg))
 
 
 WORDNET_FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "wordnet")
@@ -61,19 +64,19 @@ def wordnet_config(arg, **overrides):
 def test_wordnet_runlocal_teacher_student_pretrain_and_finetune(tmp_path):
   """Every text job on the real file format (the fixture: no package needed)."""
   work = str(tmp_path)
-  teacher_results = train.train_and_evaluate(wordnet_config("runlocal,job=teacher"), work)
+  teacher_results = jobs.run(wordnet_config("runlocal,job=teacher"), work)
   assert 0.0 <= teacher_results["reconstruction_token_accuracy"] <= 1.0
   samples = (tmp_path / "teacher" / "samples.txt").read_text()
   assert "real     |" in samples and "explored |" in samples and "noun." in samples
 
-  results = train.train_and_evaluate(wordnet_config("runlocal,method=tgt_gradient"), work)
+  results = jobs.run(wordnet_config("runlocal,method=tgt_gradient"), work)
   assert results["checkpoint_step"] == 6 and results["data"]["num_labelled"] == 100
   assert 0.0 <= results["test"]["macro_f1"] <= 1.0 and "tail_accuracy" in results["test"]
   assert (tmp_path / "real_decoded_explored_0000006.txt").exists()
 
-  pretrained = train.train_and_evaluate(wordnet_config("runlocal,job=pretrain"), work)
+  pretrained = jobs.run(wordnet_config("runlocal,job=pretrain"), work)
   assert 0.0 <= pretrained["validation_masked_accuracy"] <= 1.0
-  finetuned = train.train_and_evaluate(
+  finetuned = jobs.run(
       wordnet_config("runlocal,method=ce", **{"student.init_from": pretrained["pretrained_dir"]}),
       str(tmp_path / "finetuned"))
   assert finetuned["checkpoint_step"] == 6
@@ -81,4 +84,4 @@ def test_wordnet_runlocal_teacher_student_pretrain_and_finetune(tmp_path):
 
 def test_wordnet_configs_validate():
   for arg in ("", "job=teacher", "job=pretrain", "student=bag_of_embeddings,method=kd"):
-    train.validate_config(wordnet_config(arg))
+    jobs.validate(wordnet_config(arg))

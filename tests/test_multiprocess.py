@@ -19,7 +19,11 @@ import jax
 import numpy as np
 import pytest
 
-from tgt_jax import checkpointing, data, sharding, teacher, train
+from tgt_jax import checkpointing, sharding, teacher
+from tgt_jax.data import datasets
+from tgt_jax import jobs
+from tgt_jax.engine import state as state_lib
+from tgt_jax.tasks import classification
 
 from conftest import digits_config
 
@@ -106,7 +110,7 @@ def _train_losses(workdir):
 
 
 def _params(workdir, config, step):
-  _, _, target, _ = train.init_student(config, data.load("digits"), sharding.make_mesh())
+  _, _, target, _ = classification.init_student(config, datasets.load("digits"), sharding.make_mesh())
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"))
   try:
     state, meta = ckpt.restore(target, step)
@@ -165,7 +169,7 @@ def test_two_process_checkpoint_restores_in_one_process(runs, tiny_teacher_dir, 
 
   evaldir = str(tmp_path / "eval")
   shutil.copytree(os.path.join(two, "checkpoints"), os.path.join(evaldir, "checkpoints"))
-  results = train.train_and_evaluate(_config(tiny_teacher_dir, eval_only=True), evaldir)
+  results = jobs.run(_config(tiny_teacher_dir, eval_only=True), evaldir)
   assert results["eval_only"] and results["checkpoint_step"] == STEPS
   assert results["num_devices"] == 8
   assert results["test"] == _results(two)["test"]
@@ -173,7 +177,7 @@ def test_two_process_checkpoint_restores_in_one_process(runs, tiny_teacher_dir, 
   resumed = str(tmp_path / "resumed")       # training goes on from the 2-process step 12
   shutil.copytree(os.path.join(two, "checkpoints", "12"),
                   os.path.join(resumed, "checkpoints", "12"))
-  results = train.train_and_evaluate(_config(tiny_teacher_dir), resumed)
+  results = jobs.run(_config(tiny_teacher_dir), resumed)
   assert results["checkpoint_step"] == STEPS
   losses, reference = _train_losses(resumed), _train_losses(one)
   assert sorted(losses) == list(range(13, STEPS + 1))
@@ -208,6 +212,6 @@ def test_from_scratch_then_sigterm_to_one_process_stops_both_at_one_step(tmp_pat
   assert str(saved[0]) in os.listdir(ckpt_dir)
   assert not os.path.exists(os.path.join(workdir, "results.json"))
   _params(workdir, digits_config("runlocal", **overrides), saved[0])   # restores in one process
-  digits = data.load("digits")
+  digits = datasets.load("digits")
   meta, _ = teacher.load(os.path.join(workdir, "teacher"), digits.image_shape, digits.num_classes)
   assert meta["report"]["labeler_test_accuracy"] > 0.5

@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tgt_jax import models, pretrain, teacher
+from tgt_jax import models, teacher
+from tgt_jax.tasks import pretrain
 
 
 def test_masking_replaces_only_real_tokens_at_the_rate():

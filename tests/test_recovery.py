@@ -12,7 +12,11 @@ import jax
 import numpy as np
 import pytest
 
-from tgt_jax import checkpointing, data, sharding, train
+from tgt_jax import checkpointing, sharding
+from tgt_jax.data import datasets
+from tgt_jax import jobs
+from tgt_jax.engine import state as state_lib
+from tgt_jax.tasks import classification
 
 from conftest import digits_config
 
@@ -53,7 +57,7 @@ def _wait_for_checkpoint(workdir, proc, timeout=300):
 
 def _final_params(workdir, config):
   mesh = sharding.make_mesh()
-  _, _, target, _ = train.init_student(config, data.load("digits"), mesh)
+  _, _, target, _ = classification.init_student(config, datasets.load("digits"), mesh)
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"))
   state, _ = ckpt.restore(target, STEPS)
   ckpt.close()
@@ -86,7 +90,7 @@ def reference(tmp_path_factory, tiny_teacher_dir):
   """An uninterrupted run of the same command."""
   workdir = str(tmp_path_factory.mktemp("reference"))
   config = _config(tiny_teacher_dir)
-  results = train.train_and_evaluate(config, workdir)
+  results = jobs.run(config, workdir)
   return workdir, results, _final_params(workdir, config)
 
 
@@ -139,7 +143,7 @@ def test_sigterm_saves_exits_and_resumes(tmp_path, tiny_teacher_dir, reference):
 def test_corrupt_latest_checkpoint_falls_back_and_is_kept(tmp_path, tiny_teacher_dir, damage):
   workdir = str(tmp_path)
   config = _config(tiny_teacher_dir, num_train_steps=100)
-  train.train_and_evaluate(config, workdir)
+  jobs.run(config, workdir)
   ckpt_dir = os.path.join(workdir, "checkpoints")
   assert sorted(os.listdir(ckpt_dir), key=int) == ["50", "100"]
   latest = os.path.join(ckpt_dir, "100", "state")
@@ -151,7 +155,7 @@ def test_corrupt_latest_checkpoint_falls_back_and_is_kept(tmp_path, tiny_teacher
   else:
     shutil.rmtree(latest)
   config.num_train_steps = 150
-  results = train.train_and_evaluate(config, workdir)
+  results = jobs.run(config, workdir)
   assert results["checkpoint_step"] == 150
   assert sorted(os.listdir(ckpt_dir), key=int) == ["50", "100", "150"]   # 100 redone from 50
   assert os.listdir(ckpt_dir + ".quarantine") == ["100"]                  # the bad one is kept
@@ -162,14 +166,14 @@ def test_corrupt_latest_checkpoint_falls_back_and_is_kept(tmp_path, tiny_teacher
 
 def test_non_finite_loss_stops_with_message_and_keeps_checkpoints(tmp_path, tiny_teacher_dir):
   workdir = str(tmp_path)
-  train.train_and_evaluate(_config(tiny_teacher_dir, num_train_steps=50), workdir)
+  jobs.run(_config(tiny_teacher_dir, num_train_steps=50), workdir)
   ckpt_dir = os.path.join(workdir, "checkpoints", "50")
   before = {p: os.path.getmtime(os.path.join(dp, p)) for dp, _, fs in os.walk(ckpt_dir) for p in fs}
   config = _config(tiny_teacher_dir, num_train_steps=150, **{"optimizer.learning_rate": 1e30,
                                                             "optimizer.warmup_steps": 0})
   with pytest.raises(FloatingPointError, match=r"Non-finite loss terms \[.*'ce'.*\] at step \d+.*"
                                                r"Last good checkpoint: step 50"):
-    train.train_and_evaluate(config, workdir)
+    jobs.run(config, workdir)
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["50"]
   after = {p: os.path.getmtime(os.path.join(dp, p)) for dp, _, fs in os.walk(ckpt_dir) for p in fs}
   assert before == after
@@ -179,15 +183,15 @@ def test_eval_only_reproduces_the_finished_run(tmp_path, tiny_teacher_dir, refer
   ref_workdir, ref_results, _ = reference
   workdir = str(tmp_path)
   shutil.copytree(os.path.join(ref_workdir, "checkpoints"), os.path.join(workdir, "checkpoints"))
-  results = train.train_and_evaluate(_config(tiny_teacher_dir, eval_only=True), workdir)
+  results = jobs.run(_config(tiny_teacher_dir, eval_only=True), workdir)
   assert results["eval_only"] and results["checkpoint_step"] == STEPS
   assert results["test"] == ref_results["test"]
   assert results["validation"] == ref_results["validation"]
-  earlier = train.train_and_evaluate(_config(tiny_teacher_dir, eval_only=True, eval_step=550),
+  earlier = jobs.run(_config(tiny_teacher_dir, eval_only=True, eval_step=550),
                                      workdir)
   assert earlier["checkpoint_step"] == 550
 
 
 def test_eval_only_without_checkpoints_is_named(tmp_path, tiny_teacher_dir):
   with pytest.raises(FileNotFoundError, match="eval_only: no student checkpoint in"):
-    train.train_and_evaluate(_config(tiny_teacher_dir, eval_only=True), str(tmp_path))
+    jobs.run(_config(tiny_teacher_dir, eval_only=True), str(tmp_path))

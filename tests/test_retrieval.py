@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tgt_jax import retrieval, sharding
+from tgt_jax import sharding
+from tgt_jax.evaluation import retrieval
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tgt_jax import losses, models, sharding, teacher_components as tc
+from tgt_jax import losses, models, sharding
+from tgt_jax.teachers import components as tc
 
 IMAGE_SHAPE = (24, 24, 3)     # the student's; the tiny generator makes 16×16
 CLASSES = 10

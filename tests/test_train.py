@@ -6,7 +6,9 @@ import os
 import numpy as np
 import pytest
 
-from tgt_jax import train
+from tgt_jax import jobs
+from tgt_jax.engine import state as state_lib
+from tgt_jax.tasks import classification
 from tgt_jax.data import sources
 
 from conftest import digits_config
@@ -21,7 +23,7 @@ def test_end_to_end_teacher_and_student_on_eight_devices(tmp_path):
   """From nothing: trains the teacher, then the TGT student; writes everything a user reads."""
   workdir = str(tmp_path / "run")
   config = digits_config("runlocal", **{"method": "tgt_gradient"})
-  results = train.train_and_evaluate(config, workdir)
+  results = jobs.run(config, workdir)
   assert results["num_devices"] == 8
   on_disk = _results(workdir)
   assert on_disk["method"] == "tgt_gradient" and on_disk["seed"] == 0
@@ -50,7 +52,7 @@ def test_relative_workdir_and_teacher_dir(tmp_path, monkeypatch):
   """The README's command uses a relative workdir; orbax itself only takes absolute paths."""
   monkeypatch.chdir(tmp_path)
   config = digits_config("runlocal", **{"teacher.dir": "rel_teacher", "num_train_steps": 3})
-  train.train_and_evaluate(config, "rel/run")
+  jobs.run(config, "rel/run")
   assert (tmp_path / "rel" / "run" / "results.json").exists()
   assert (tmp_path / "rel_teacher" / "teacher.json").exists()
   assert (tmp_path / "rel" / "run" / "checkpoints" / "3").exists()
@@ -59,9 +61,9 @@ def test_relative_workdir_and_teacher_dir(tmp_path, monkeypatch):
 def test_rerun_resumes_from_the_workdir(tmp_path, tiny_teacher_dir):
   workdir = str(tmp_path / "run")
   config = digits_config("runlocal", **{"teacher.dir": tiny_teacher_dir})
-  first = train.train_and_evaluate(config, workdir)
+  first = jobs.run(config, workdir)
   config.num_train_steps = 9          # the same command, asked for more steps
-  second = train.train_and_evaluate(config, workdir)
+  second = jobs.run(config, workdir)
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     steps = [json.loads(line)["step"] for line in f if "train/ce" in line]
   assert steps == [3, 6, 9]           # the second run started at step 6, not 0
@@ -75,7 +77,7 @@ def test_every_method_runs(tmp_path, tiny_teacher_dir, method, augment):
   config = digits_config("runlocal", **{"method": method, "teacher.dir": tiny_teacher_dir,
                                         "student.model": "mlp", "num_train_steps": 3,
                                         "data.augment": augment})
-  results = train.train_and_evaluate(config, str(tmp_path))
+  results = jobs.run(config, str(tmp_path))
   assert results["method"] == method
   assert (results["teacher_dir"] is None) == (method == "ce")   # CE never needs a teacher
 
@@ -83,7 +85,7 @@ def test_every_method_runs(tmp_path, tiny_teacher_dir, method, augment):
 def test_long_tail_run_reports_groups(tmp_path, tiny_teacher_dir):
   config = digits_config("runlocal", **{"data.labels_per_class": 0, "data.imbalance": 50.0,
                                         "teacher.dir": tiny_teacher_dir, "num_train_steps": 3})
-  results = train.train_and_evaluate(config, str(tmp_path))
+  results = jobs.run(config, str(tmp_path))
   assert results["data"]["subset"] == "long_tail_50"
   assert results["data"]["class_groups"]["tail"] == [7, 8, 9]
   counts = results["data"]["class_counts"]
@@ -96,7 +98,7 @@ def test_teacher_job_writes_report(tmp_path):
   config = ml_collections.ConfigDict(dict(job="teacher", seed=0,
                                           data=dict(name="digits"),
                                           teacher=configlib.digits_teacher(runlocal=True)))
-  results = train.train_and_evaluate(config, str(tmp_path))
+  results = jobs.run(config, str(tmp_path))
   for key in ("labeler_test_accuracy", "reconstruction_mse", "labeler_accuracy_on_reconstructions",
               "latent_kl_nats", "label_kept_at_sigma_1.0"):
     assert np.isfinite(results[key]), key
@@ -120,20 +122,20 @@ def test_teacher_job_writes_report(tmp_path):
 def test_bad_input_is_named(tmp_path, tiny_teacher_dir, overrides, match):
   config = digits_config("runlocal", **{"teacher.dir": tiny_teacher_dir, **overrides})
   with pytest.raises(ValueError, match=match):
-    train.train_and_evaluate(config, str(tmp_path))
+    jobs.run(config, str(tmp_path))
 
 
 def test_teacher_that_does_not_fit_names_expected_and_found(tmp_path, tiny_teacher_dir):
   config = digits_config("runlocal", **{"teacher.dir": tiny_teacher_dir, "teacher.latent_dim": 32})
   with pytest.raises(ValueError, match="expects latent size 32, the teacher has 16"):
-    train.train_and_evaluate(config, str(tmp_path))
+    jobs.run(config, str(tmp_path))
 
 
 def test_missing_teacher_without_training_is_named(tmp_path):
   missing = str(tmp_path / "nowhere")
   config = digits_config("runlocal", **{"teacher.dir": missing, "teacher.train_if_missing": False})
   with pytest.raises(FileNotFoundError, match="No teacher at .*nowhere"):
-    train.train_and_evaluate(config, str(tmp_path / "run"))
+    jobs.run(config, str(tmp_path / "run"))
 
 
 @pytest.mark.slow
@@ -143,21 +145,21 @@ def test_full_digits_tgt_beats_ce(tmp_path):
   accuracy = {}
   for method in ("tgt_random", "ce"):
     config = digits_config(None, **{"method": method, "teacher.dir": teacher_dir})
-    accuracy[method] = train.train_and_evaluate(config, str(tmp_path / method))["test_accuracy"]
+    accuracy[method] = jobs.run(config, str(tmp_path / method))["test_accuracy"]
   assert accuracy["tgt_random"] > accuracy["ce"] + 0.05, accuracy
 
 
 def test_kd_transfer_batches_unlabelled_train_images(digits):
   config = digits_config("runlocal", **{"method": "kd_transfer", "tgt.num_samples": 2})
-  cfg = train.tgt_config(config)
+  cfg = classification.tgt_config(config)
   labelled, _ = sources.student_subset(config, digits.splits["train"], digits.num_classes)
-  batch = sources.make_batch(config, cfg.method, cfg.num_samples, labelled,
+  batch = classification.batch_at(config, cfg, labelled,
                              digits.splits["train"], step=0)
   assert batch["image"].shape[0] == config.batch_size
   assert batch["transfer"].shape == (2 * config.batch_size, 8, 8, 1)
   # Drawn from the whole train split, not only the 50 labelled images.
   labelled_set = {im.tobytes() for im in labelled.images}
   assert sum(im.tobytes() not in labelled_set for im in batch["transfer"]) > config.batch_size
-  again = sources.make_batch(config, cfg.method, cfg.num_samples, labelled,
+  again = classification.batch_at(config, cfg, labelled,
                              digits.splits["train"], step=0)
   np.testing.assert_array_equal(batch["transfer"], again["transfer"])

@@ -9,8 +9,14 @@ import numpy as np
 import pytest
 
 from benchmarks import retrieval as retrieval_benchmark
-from tgt_jax import configlib, retrieval, retrieval_teacher, retrieval_tgt, tgt, train
-from tgt_jax import train_retrieval
+from tgt_jax import configlib, tgt
+from tgt_jax.evaluation import retrieval
+from tgt_jax.teachers import retrieval as retrieval_teacher
+from tgt_jax.tasks import retrieval_step
+from tgt_jax import jobs
+from tgt_jax.engine import state as state_lib
+from tgt_jax.tasks import classification
+from tgt_jax.tasks import retrieval as train_retrieval
 from tgt_jax.data import reverse_dictionary, wordnet
 from tgt_jax.models import dual_encoder
 
@@ -40,8 +46,8 @@ def teachers(tmp_path_factory):
   text = configlib.load(os.path.join(REPO, "configs", "wordnet.py"), "runlocal,job=teacher",
                         **{"data.dir": FIXTURE, "teacher.generator": "text_vae_tiny",
                            "teacher.labeler": "text_tiny"})
-  train.train_and_evaluate(text, workdir)
-  results = train_retrieval.train_and_evaluate(retrieval_config("runlocal,job=retrieval_teacher"),
+  jobs.run(text, workdir)
+  results = jobs.run(retrieval_config("runlocal,job=retrieval_teacher"),
                                                workdir)
   return {"workdir": workdir, "results": results,
           "teacher.dir": os.path.join(workdir, "teacher"),
@@ -71,7 +77,7 @@ def test_retrieval_teacher_reports_and_stores_hard_negatives(teachers):
 
 def test_tgt_gradient_student_end_to_end(teachers, tmp_path):
   workdir = str(tmp_path / "tgt_gradient")
-  results = train_retrieval.train_and_evaluate(student_config(teachers, "tgt_gradient"), workdir)
+  results = jobs.run(student_config(teachers, "tgt_gradient"), workdir)
   on_disk = _json(os.path.join(workdir, "results.json"))
   assert on_disk["method"] == "tgt_gradient" and on_disk["num_pairs"] == 64
   assert _in_unit_interval(on_disk) and on_disk["checkpoint_step"] == 6
@@ -91,13 +97,13 @@ def test_tgt_gradient_student_end_to_end(teachers, tmp_path):
 def test_ce_student_and_a_restart_that_resumes(teachers, tmp_path):
   workdir = str(tmp_path / "ce")
   config = student_config(teachers, "ce")
-  first = train_retrieval.train_and_evaluate(config, workdir)
+  first = jobs.run(config, workdir)
   assert _in_unit_interval(first) and first["hard_negatives"] == 2
   assert not [f for f in os.listdir(workdir) if f.startswith("real_explored")]   # no exploration
   metrics_file = os.path.join(workdir, "metrics.jsonl")
   train_lines = lambda: sum('"train/ce"' in line for line in open(metrics_file, encoding="utf-8"))
   logged = train_lines()
-  again = train_retrieval.train_and_evaluate(config, workdir)      # a finished run: no new steps
+  again = jobs.run(config, workdir)      # a finished run: no new steps
   assert train_lines() == logged and again["checkpoint_step"] == 6
   for split in train_retrieval.EVAL_SPLITS:
     assert again[split] == first[split]
@@ -122,9 +128,9 @@ def test_candidate_cross_entropy_is_the_in_batch_softmax_loss():
   """With no hard negatives and no repeated document, tgt_loss's CE over the candidates is
   retrieval.in_batch_softmax_loss (the classification step, unchanged, does retrieval)."""
   model, params, batch = _tiny_model_batch(repeat=False)
-  cands = retrieval_tgt.candidates(batch)
+  cands = retrieval_step.candidates(batch)
   np.testing.assert_array_equal(cands.labels, np.arange(6))
-  student_apply = retrieval_tgt.scorer_of(model, cands, 0.05)
+  student_apply = retrieval_step.scorer_of(model, cands, 0.05)
   tbatch = {"image": batch["query"], "label": cands.labels}
   ce, terms = tgt.tgt_loss(params, student_apply, tgt.TGTConfig(method="ce"), tbatch, None, None,
                            None)
@@ -134,7 +140,7 @@ def test_candidate_cross_entropy_is_the_in_batch_softmax_loss():
   assert set(terms) == {"ce", "total"}
   # A repeated lemma set is one candidate: row 4's label is its first copy, column 1.
   _, _, batch = _tiny_model_batch()
-  np.testing.assert_array_equal(retrieval_tgt.candidates(batch).labels, [0, 1, 2, 3, 1, 5])
+  np.testing.assert_array_equal(retrieval_step.candidates(batch).labels, [0, 1, 2, 3, 1, 5])
 
 
 def test_hard_negatives_join_the_candidates_and_repeats_are_removed():
@@ -144,11 +150,11 @@ def test_hard_negatives_join_the_candidates_and_repeats_are_removed():
   keys[0, 1] = 3                       # row 0's 2nd negative is row 3's positive document
   model, params, batch = _tiny_model_batch((negatives, keys))
   batch["negatives"][0, 1] = batch["positive"][3]
-  cands = retrieval_tgt.candidates(batch)
+  cands = retrieval_step.candidates(batch)
   assert cands.tokens.shape == (18, 3)
   removed = np.flatnonzero(np.asarray(cands.bias) < 0)
   np.testing.assert_array_equal(removed, [4, 7])   # the repeat positive; the repeat negative
-  scores = retrieval_tgt.scorer_of(model, cands, 0.05)(params, batch["query"])
+  scores = retrieval_step.scorer_of(model, cands, 0.05)(params, batch["query"])
   log_probs = jax.nn.log_softmax(scores)
   np.testing.assert_allclose(np.exp(log_probs[:, removed]), 0.0, atol=1e-30)
   kept = np.setdiff1d(np.arange(18), removed)
@@ -172,13 +178,13 @@ def test_bad_input_is_named(tmp_path, overrides, error, match):
   config = retrieval_config("runlocal,method=kd", **{
       "retrieval_teacher.dir": str(tmp_path / "none"), **overrides})
   with pytest.raises(error, match=match):
-    train_retrieval.train_and_evaluate(config, str(tmp_path / "run"))
+    jobs.run(config, str(tmp_path / "run"))
 
 
 def test_missing_text_teacher_names_the_job_to_run(teachers, tmp_path):
   config = student_config(teachers, "tgt_random", **{"teacher.dir": str(tmp_path / "none")})
   with pytest.raises(FileNotFoundError, match=r"configs/wordnet.py:job=teacher"):
-    train_retrieval.train_and_evaluate(config, str(tmp_path / "run"))
+    jobs.run(config, str(tmp_path / "run"))
 
 
 def test_benchmark_smoke_writes_table_and_json(teachers, tmp_path, capsys):

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from tgt_jax import data
+from tgt_jax.data import datasets
 from tgt_jax.data import wordnet
 
 FIXTURE_DIR = os.path.join(os.path.dirname(__file__), "fixtures", "wordnet")
@@ -64,7 +64,7 @@ def test_real_splits_are_fixed_disjoint_and_stratified():
 
 @needs_real_wordnet
 def test_real_dataset_shapes_and_vocabulary():
-  dataset = data.load("wordnet")
+  dataset = datasets.load("wordnet")
   assert {name: len(split) for name, split in dataset.splits.items()} == {
       "train": 65693, "validation": 8211, "test": 8211}
   assert len(dataset.vocabulary) == wordnet.VOCAB_SIZE
@@ -183,7 +183,7 @@ def test_unknown_words_truncation_and_padding():
 # ---- the dataset ----
 
 def test_load_dataset_on_fixture():
-  dataset = data.load("wordnet", {"dir": FIXTURE_DIR, "max_len": 16, "vocab_size": 5000})
+  dataset = datasets.load("wordnet", {"dir": FIXTURE_DIR, "max_len": 16, "vocab_size": 5000})
   assert dataset is wordnet.load_dataset(FIXTURE_DIR, 16, 5000)        # cached
   assert dataset.num_classes == 26 and dataset.image_shape == (16,)
   assert dataset.input_dtype == "int32" and dataset.class_names == wordnet.NOUN_CATEGORIES

@@ -31,8 +31,8 @@ def parse_arg(arg, **defaults):
 def digits_teacher(runlocal=False):
   """The digits teacher: a conv VAE (E, G) and a CNN labeler (T), trained by tgt_jax.
 
-  DESIGN §3.1: a fixed-variance Gaussian likelihood (σ=0.1), β=1 after a short
-  KL warm-up and a 16-d latent keep every latent dimension active.
+  A fixed-variance Gaussian likelihood (σ=0.1), β=1 after a short KL warm-up and a
+  16-d latent keep every latent dimension active (docs/design.md, "Teachers").
   """
   t = ml_collections.ConfigDict()
   t.dir = ""                      # "" → WORKDIR/teacher
@@ -48,6 +48,8 @@ def digits_teacher(runlocal=False):
   t.batch_size = 64
   t.learning_rate = 1e-3
   t.seed = 0
+  t.log_every = 500               # steps between a part's progress lines
+  t.checkpoint_every = 1000       # steps between a part's checkpoints (resumable)
   if runlocal:
     t.generator_steps, t.labeler_steps, t.kl_warmup_steps = 40, 40, 10
   return t

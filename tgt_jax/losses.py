@@ -24,7 +24,7 @@ def cross_entropy(logits, labels, weights=None):
 
 
 def kl_divergence(teacher_logits, student_logits, temperature=1.0):
-  """Per-example KL(softmax(t/τ) ‖ softmax(s/τ)); the discrepancy d of DESIGN §1.1."""
+  """Per-example KL(softmax(t/τ) ‖ softmax(s/τ)); the discrepancy d that exploration ascends."""
   t = jax.nn.log_softmax(teacher_logits.astype(jnp.float32) / temperature)
   s = jax.nn.log_softmax(student_logits.astype(jnp.float32) / temperature)
   return jnp.sum(jnp.exp(t) * (t - s), axis=-1)
@@ -49,12 +49,17 @@ def accuracy(logits, labels, weights=None):
 def gaussian_vae_loss(x, reconstruction, mean, logvar, pixel_sigma, beta):
   """Negative ELBO per example for a fixed-variance Gaussian likelihood.
 
-  DESIGN §3.1: a Bernoulli likelihood on 64 grey pixels collapses half the
-  latent; a fixed σ≈0.1 Gaussian keeps every dimension active. Returns the mean
+  On 64 grey digit pixels a Bernoulli likelihood collapsed half the latent
+  (docs/design.md, "Teachers"); a fixed σ≈0.1 Gaussian keeps every dimension active. Returns the mean
   loss, the mean reconstruction term and the mean KL (nats).
   """
   axes = tuple(range(1, x.ndim))
   sq = jnp.sum(jnp.square(x - reconstruction), axis=axes)
   recon = 0.5 * sq / pixel_sigma**2
-  kl = 0.5 * jnp.sum(jnp.exp(logvar) + jnp.square(mean) - 1.0 - logvar, axis=-1)
+  kl = gaussian_kl(mean, logvar)
   return jnp.mean(recon + beta * kl), jnp.mean(recon), jnp.mean(kl)
+
+
+def gaussian_kl(mean, logvar):
+  """Per-example KL(N(mean, exp(logvar)) ‖ N(0, I)) in nats, summed over the last axis."""
+  return 0.5 * jnp.sum(jnp.exp(logvar) + jnp.square(mean) - 1.0 - logvar, axis=-1)

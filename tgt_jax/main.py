@@ -1,4 +1,7 @@
-"""Entry point: python -m tgt_jax.main --config=configs/digits.py --workdir=DIR."""
+"""Entry point: python -m tgt_jax.main --config=configs/digits.py --workdir=DIR.
+
+Flags only: everything else is jobs.run(config, workdir).
+"""
 
 import logging as py_logging
 
@@ -17,7 +20,8 @@ flags.DEFINE_integer("num_processes", None, "Processes in the run (with --coordi
 flags.DEFINE_integer("process_id", None, "This process's index (with --coordinator_address).")
 flags.mark_flags_as_required(["config", "workdir"])
 
-PREEMPTED_EXIT_CODE = 143      # 128 + SIGTERM: "stopped by a signal", so schedulers retry
+# A preempted run exits with 128 + its signal (143 SIGTERM, 130 Ctrl-C): "stopped by a
+# signal", so schedulers retry; checkpointing.Preempted carries the code.
 
 
 class _QuietLibraries(py_logging.Filter):
@@ -38,15 +42,14 @@ def main(argv):
     # cross-process collectives (gloo) carry the run.
     jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
                                num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
-  from tgt_jax import train  # pylint: disable=g-import-not-at-top
+  from tgt_jax import checkpointing, jobs  # pylint: disable=g-import-not-at-top
   logging.info("JAX: %d process(es), %d device(s): %s", jax.process_count(), jax.device_count(),
                jax.devices()[0].platform)
-  from tgt_jax import checkpointing  # pylint: disable=g-import-not-at-top
   try:
-    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    jobs.run(FLAGS.config, FLAGS.workdir)
   except checkpointing.Preempted as e:
     logging.warning("%s", e)
-    raise SystemExit(PREEMPTED_EXIT_CODE) from None
+    raise SystemExit(e.exit_code) from None
 
 
 if __name__ == "__main__":

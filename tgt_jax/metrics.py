@@ -16,7 +16,8 @@ MAX_SIDE = 8192      # ...unless that would make the image larger than this
 # metrics.jsonl and TensorBoard): the loss, accuracy, the distillation terms and the probe's
 # discrepancy after exploration — the figures that say whether a run is healthy.
 KEY_TERMS = ("total", "loss", "ce", "accuracy", "kd_real", "kd_synthetic",
-             "discrepancy_after_exploration")
+             "discrepancy_after_exploration", "recon_nll", "kl_nats", "token_accuracy",
+             "masked_accuracy")
 
 # results.json figures that summary_line puts first, whichever exist (student, retrieval,
 # retrieval teacher, teacher and pretrain jobs).

@@ -54,3 +54,11 @@ def to_global(mesh, local_tree):
 def replicate(mesh, tree):
   """Put a (host-identical) pytree on every device of the mesh."""
   return jax.device_put(tree, replicated(mesh))
+
+
+def gathered(x):
+  """x on every device of its mesh (a batch-sharded array → replicated); as is outside one."""
+  layout = jax.typeof(x).sharding
+  if layout.mesh.empty:
+    return x
+  return jax.sharding.reshard(x, NamedSharding(layout.mesh, P()))

@@ -1,6 +1,6 @@
 """Teacher Guided Training: exploration around real samples and the TGT loss.
 
-The functions mirror DESIGN §1 / the paper:
+The functions mirror the paper's equations (docs/design.md, "The method"):
 
   z   = E(x)                                   encode
   z'  = z + σ·ε   |   z' ~ N(0, I)             random_latents | prior_latents

@@ -2,7 +2,7 @@
 
 One function of (name, key, images) so a config picks it by name, and the
 teacher and the student see the same augmented image (consistent distillation).
-DESIGN §3.1: a 1-pixel shift can cost an 8×8 MLP several points, so the choice
+A 1-pixel shift can cost an 8×8 MLP several points, so the choice
 is per method and made on validation (benchmarks/sample_efficiency.py).
 """
 

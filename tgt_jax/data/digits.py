@@ -7,9 +7,9 @@ The teacher trains on `train`; students see subsets of `train` (see subsets.py);
 hyper-parameters are chosen on `validation`; `test` is for reporting only.
 """
 
-import dataclasses
-
 import numpy as np
+
+from tgt_jax.data.memory import Split
 
 NUM_CLASSES = 10
 IMAGE_SHAPE = (8, 8, 1)
@@ -17,19 +17,6 @@ PIXEL_RANGE = (0.0, 1.0)
 SPLIT_SEED = 20220812              # fixed forever: changing it changes every number
 TEST_FRACTION = 0.2
 VALIDATION_FRACTION = 0.1
-
-
-@dataclasses.dataclass(frozen=True)
-class Split:
-  images: np.ndarray               # float32 [N, 8, 8, 1] in PIXEL_RANGE
-  labels: np.ndarray               # int32 [N]
-  indices: np.ndarray              # int64 [N] rows of the original 1,797-image array
-
-  def __len__(self):
-    return len(self.labels)
-
-  def take(self, rows):
-    return Split(self.images[rows], self.labels[rows], self.indices[rows])
 
 
 def _load_raw():

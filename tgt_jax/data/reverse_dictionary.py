@@ -141,30 +141,25 @@ def labelled_rows(num_train, num_pairs, seed):
   return np.sort(order[:num_pairs])
 
 
-def pair_stream(queries, doc_ids, documents, batch_size, seed):
-  """This process's rows of each global batch of pairs, by (seed, step), for train_teacher.fit.
+def pair_stream(queries, doc_ids, documents, batch_size, seed, start_step=0):
+  """This process's rows of each global batch of pairs, by (seed, step), from `start_step`.
 
-  `fit` carries an "image" and a "label": a pair travels as one row of query ‖
-  document tokens, with the document's key as its label.
+  Each batch holds the query tokens, the positive document's tokens and its key
+  (equal keys mark documents with identical lemma sets).
   """
   local = sharding.process_rows(batch_size)
-  for step in itertools.count():
+  for step in itertools.count(start_step):
     rows = batches.batch_rows(len(doc_ids), batch_size, seed, step)[local]
     docs = doc_ids[rows]
-    yield {"image": np.concatenate([queries[rows], documents.tokens[docs]], axis=1),
-           "label": documents.keys[docs]}
-
-
-def split_pair(tokens, query_len):
-  """Inverse of pair_stream's concatenation: (query tokens, document tokens)."""
-  return tokens[:, :query_len], tokens[:, query_len:]
+    yield {"query": queries[rows], "positive": documents.tokens[docs],
+           "positive_key": documents.keys[docs]}
 
 
 def student_batch(pairs, documents, batch_size, seed, step, unlabelled=None, num_transfer=1):
   """This process's rows of the student's global batch `step`: queries, positives, negatives.
 
   With `unlabelled` (queries without labels), it adds num_transfer × batch_size
-  of them as "transfer" (the kd_transfer baseline: real queries, teacher-scored).
+  of them as "transfer" (real queries with no document attached).
   """
   rows = batches.batch_rows(len(pairs), batch_size, seed, step)[sharding.process_rows(batch_size)]
   positives = pairs.doc_ids[rows]

@@ -1,12 +1,14 @@
-"""Where a job's batches come from: the in-memory digits data or a TFDS pipeline.
+"""Where batches come from: in-memory data (digits, WordNet) or a TFDS pipeline.
 
-Both sources give the train loop the same things, so `train.py` has one code path:
-  student_batches(start_step)   this process's rows of each global student batch
-  teacher_batches(size, seed)   labelled batches of the whole train split (teacher job)
-  evaluate(predict, params, split, batch_size, mesh)   the accuracy report of a split
-  sample(split, n)              up to n examples in memory (teacher quality figures)
+Both sources offer the same things, so every task has one code path:
+  labelled_batches(start_step)    this process's rows of each global batch of the
+                                  labelled subset (`with_subset=True`)
+  unlabelled_batches(size, start_step)   rows of the whole train split, inputs only
+  teacher_batches(size, seed, start_step)  labelled batches of the whole train split
+  eval_batches(split, batch_size)  a split once, padded, with a "mask" of real rows
+  sample(split, n)                 up to n examples in memory
 plus num_classes, image_shape, pixel_range, input_dtype, the vocabulary of a text
-dataset (else None) and the student's per-class counts.
+dataset (else None) and the labelled subset's per-class counts.
 
 Digits batches are a pure function of (seed, step), so a resumed run replays them
 exactly; TFDS streams are re-seeded from (seed, start step) (tfds_input.py).
@@ -15,19 +17,23 @@ exactly; TFDS streams are re-seeded from (seed, start step) (tfds_input.py).
 import itertools
 
 import numpy as np
-from jax.experimental import multihost_utils
 
-from tgt_jax import evaluation, sharding
-from tgt_jax.data import IN_MEMORY, batches, digits, subsets
+from tgt_jax import sharding
+from tgt_jax.data import batches, datasets, subsets
+from tgt_jax.data.memory import Split
 
-_TRANSFER_STREAM = 7919       # seed offset of kd_transfer's unlabelled batches
+IN_MEMORY = datasets.IN_MEMORY
+_UNLABELLED_STREAM = 7919       # seed offset of the unlabelled batches' own stream
 
 
-def make_source(config):
-  """The source for config.data: digits in memory, any other name through TFDS."""
+def make_source(config, with_subset=True):
+  """The source for config.data (in memory by name, any other name through TFDS).
+
+  With `with_subset`, the labelled subset of config.data (and config.seed) is drawn.
+  """
   if config.data.name in IN_MEMORY:
-    return MemorySource(config)
-  return TfdsSource(config)
+    return MemorySource(config, with_subset)
+  return TfdsSource(config, with_subset)
 
 
 def student_subset(config, train_split, num_classes):
@@ -39,36 +45,30 @@ def student_subset(config, train_split, num_classes):
   return train_split.take(rows), counts
 
 
-def make_batch(config, method, num_samples, labelled, unlabelled, step):
-  """This process's rows of step `step`'s batch: a function of (seed, step) only.
-
-  kd_transfer adds m unlabelled train images per real one, from their own stream.
-  """
-  rows = batches.batch_rows(len(labelled), config.batch_size, config.seed, step)
-  rows = rows[sharding.process_rows(config.batch_size)]
-  batch = {"image": labelled.images[rows], "label": labelled.labels[rows]}
-  if method == "kd_transfer":
-    size = config.batch_size * num_samples
-    rows = batches.batch_rows(len(unlabelled), size, config.seed + _TRANSFER_STREAM, step)
-    batch["transfer"] = unlabelled.images[rows[sharding.process_rows(size)]]
-  return batch
+def batch_of(split, batch_size, seed, step):
+  """This process's rows of global batch `step` of an in-memory split: {"image", "label"}."""
+  rows = batches.batch_rows(len(split), batch_size, seed, step)[sharding.process_rows(batch_size)]
+  return {"image": split.images[rows], "label": split.labels[rows]}
 
 
-def split_stream(split, batch_size, seed):
+def inputs_of(split, size, seed, step):
+  """Inputs only ({"image"}) of batch `step` of `split`, from a stream of their own."""
+  rows = batches.batch_rows(len(split), size, seed + _UNLABELLED_STREAM, step)
+  return {"image": split.images[rows[sharding.process_rows(size)]]}
+
+
+def split_stream(split, batch_size, seed, start_step=0):
   """This process's rows of each labelled global batch of an in-memory split, by (seed, step)."""
-  local = sharding.process_rows(batch_size)
-  for step in itertools.count():
-    rows = batches.batch_rows(len(split), batch_size, seed, step)[local]
-    yield {"image": split.images[rows], "label": split.labels[rows]}
+  for step in itertools.count(start_step):
+    yield batch_of(split, batch_size, seed, step)
 
 
 class MemorySource:
-  """A small real dataset held in memory (digits): exact replay on resume."""
+  """A small real dataset held in memory (digits, WordNet): exact replay on resume."""
 
-  def __init__(self, config):
-    from tgt_jax import data  # pylint: disable=g-import-not-at-top
+  def __init__(self, config, with_subset=True):
     self.config = config
-    self.dataset = data.load(config.data.name, config.data.to_dict())
+    self.dataset = datasets.load(config.data.name, config.data.to_dict())
     self.num_classes = self.dataset.num_classes
     self.image_shape = tuple(self.dataset.image_shape)
     self.pixel_range = tuple(self.dataset.pixel_range)
@@ -78,20 +78,28 @@ class MemorySource:
     self.eval_split_names = ("test", "validation")
     self.step_augment = config.data.get("augment", "none")   # applied inside the jitted step
     self.labelled = self.counts = None
-    if config.get("job", "student") == "student":
+    if with_subset:
       self.labelled, self.counts = student_subset(config, self.train, self.num_classes)
 
-  def student_batches(self, method, num_samples, start_step):
+  def labelled_batches(self, start_step):
+    """Batch `step` of the labelled subset: a function of (seed, step) only."""
+    return split_stream(self.labelled, self.config.batch_size, self.config.seed, start_step)
+
+  def unlabelled_batches(self, size, start_step):
+    """Inputs of the whole train split, `size` a batch, from a stream of their own."""
     for step in itertools.count(start_step):
-      yield make_batch(self.config, method, num_samples, self.labelled, self.train, step)
+      yield inputs_of(self.train, size, self.config.seed, step)
 
-  def teacher_batches(self, batch_size, seed):
-    return split_stream(self.train, batch_size, seed)
+  def teacher_batches(self, batch_size, seed, start_step=0):
+    return split_stream(self.train, batch_size, seed, start_step)
 
-  def evaluate(self, predict_fn, params, split_name, batch_size, mesh, groups):
+  def eval_batches(self, split_name, batch_size):
+    """This process's rows of `split_name`, once, padded: {"image", "label", "mask"}."""
     split = self.dataset.splits[split_name]
-    preds = evaluation.predict(predict_fn, params, split, batch_size, mesh)
-    return evaluation.report(preds, split.labels, self.num_classes, groups)
+    local = sharding.process_rows(batch_size)
+    for rows, valid in batches.eval_batches(len(split), batch_size):
+      rows, valid = rows[local], valid[local]
+      yield {"image": split.images[rows], "label": split.labels[rows], "mask": valid}
 
   def sample(self, split_name, max_examples):
     split = self.dataset.splits[split_name]
@@ -101,8 +109,8 @@ class MemorySource:
 class TfdsSource:
   """A TFDS image-classification dataset read per process with tf.data."""
 
-  def __init__(self, config):
-    from tgt_jax.data import tfds_input  # pylint: disable=g-import-not-at-top
+  def __init__(self, config, with_subset=True):
+    from tgt_jax.data import tfds_input  # pylint: disable=g-import-not-at-top  (TensorFlow)
     self.tfds_input = tfds_input
     self.config = config
     self.spec = tfds_input.spec_from_config(config.data)
@@ -117,34 +125,25 @@ class TfdsSource:
     self.pixel_range = tuple(meta.pixel_range)
     self.eval_split_names = tuple(self.spec.eval_splits)
     self.subset_ids = self.counts = None
-    if config.get("job", "student") == "student":
+    if with_subset:
       self.subset_ids, self.counts = tfds_input.select_subset(self.spec, config.seed)
       self.counts = np.asarray(self.counts)
 
-  def student_batches(self, method, num_samples, start_step):
-    del num_samples
-    if method == "kd_transfer":
-      raise ValueError("method 'kd_transfer' runs on in-memory datasets (digits) only; "
-                       f"config.data.name={self.config.data.name!r}.")
+  def labelled_batches(self, start_step):
     return self.tfds_input.train_batches(self.spec, self.config.batch_size, self.config.seed,
                                          start_step, subset_ids=self.subset_ids)
 
-  def teacher_batches(self, batch_size, seed):
-    return self.tfds_input.train_batches(self.spec, batch_size, seed)
+  def unlabelled_batches(self, size, start_step):
+    raise ValueError("Unlabelled batches of the whole train split come from in-memory "
+                     f"datasets {list(IN_MEMORY)} only; config.data.name="
+                     f"{self.config.data.name!r}.")
 
-  def evaluate(self, predict_fn, params, split_name, batch_size, mesh, groups):
-    """Every process runs the same number of padded batches; masked rows are dropped."""
-    preds, labels = [], []
-    for batch in self.tfds_input.eval_batches(self.spec, split_name, batch_size):
-      out = predict_fn(params, sharding.to_global(mesh, batch["image"]))
-      gathered = multihost_utils.process_allgather(
-          {"pred": out, "label": sharding.to_global(mesh, batch["label"]),
-           "mask": sharding.to_global(mesh, batch["mask"])}, tiled=True)
-      keep = np.asarray(gathered["mask"], bool)
-      preds.append(np.asarray(gathered["pred"])[keep])
-      labels.append(np.asarray(gathered["label"])[keep])
-    return evaluation.report(np.concatenate(preds), np.concatenate(labels), self.num_classes,
-                             groups)
+  def teacher_batches(self, batch_size, seed, start_step=0):
+    return self.tfds_input.train_batches(self.spec, batch_size, seed, start_step)
+
+  def eval_batches(self, split_name, batch_size):
+    """Every process yields the same number of padded batches; "mask" marks real rows."""
+    return self.tfds_input.eval_batches(self.spec, split_name, batch_size)
 
   def sample(self, split_name, max_examples):
     """Up to max_examples of this process's part of the split, in memory."""
@@ -157,5 +156,4 @@ class TfdsSource:
       if sum(len(x) for x in labels) >= max_examples:
         break
     images, labels = np.concatenate(images)[:max_examples], np.concatenate(labels)[:max_examples]
-    return digits.Split(images.astype(np.float32), labels.astype(np.int32),
-                        np.arange(len(labels)))
+    return Split(images.astype(np.float32), labels.astype(np.int32), np.arange(len(labels)))

@@ -1,7 +1,7 @@
 """The student's labelled set: k labels per class, or a long-tailed subset.
 
 Both are drawn from the train split only, from a seed, so the seed varies the
-subset as the benchmark protocol asks (DESIGN §4).
+subset as the benchmark protocol asks (docs/design.md, "How we judge it").
 """
 
 import numpy as np

@@ -19,8 +19,8 @@ import re
 
 import numpy as np
 
-from tgt_jax import data
 from tgt_jax.data import digits
+from tgt_jax.data.memory import Dataset, Split
 
 DEFAULT_DIR = "/usr/share/wordnet"
 MAX_LEN = 32
@@ -209,9 +209,9 @@ def _load_dataset_cached(path, max_len, vocab_size):
   splits = {}
   for name, split_indices in rows.items():
     ids = vocab.encode_batch([definitions[i] for i in split_indices], max_len)
-    splits[name] = digits.Split(images=_read_only(ids),
+    splits[name] = Split(images=_read_only(ids),
                                 labels=_read_only(categories[split_indices]),
                                 indices=_read_only(split_indices.astype(np.int64)))
-  return data.Dataset(splits, num_classes=len(NOUN_CATEGORIES), image_shape=(max_len,),
+  return Dataset(splits, num_classes=len(NOUN_CATEGORIES), image_shape=(max_len,),
                       pixel_range=(0.0, 1.0), input_dtype="int32",
                       vocabulary=vocab.tokens, class_names=NOUN_CATEGORIES)

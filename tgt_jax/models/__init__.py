@@ -18,7 +18,7 @@ from tgt_jax.models.text import BagOfEmbeddings, TextVAE, TransformerClassifier
 from tgt_jax.models.vae import ConvVAE
 
 CLASSIFIERS = {
-    # ~2.4k parameters on 8×8 digits: DESIGN §3.1's tiny student.
+    # ~2.4k parameters on 8×8 digits: the tiny student of docs/design.md.
     "mlp": functools.partial(MLP, hidden=(32,)),
     # ~21k parameters on 8×8: the small CNN student.
     "cnn_small": functools.partial(ConvNet, conv_features=(16, 32), conv_strides=(1, 2),
@@ -79,6 +79,21 @@ def _lookup(registry, kind, name):
 
 def _fields(make):
   return {f.name for f in dataclasses.fields(getattr(make, "func", make))}
+
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def check_classifier(name, dtype=None):
+  """A classifier's name (and compute dtype), checked before anything is built or trained."""
+  make = _lookup(CLASSIFIERS, "classifier", name)
+  if dtype:
+    if dtype not in DTYPES:
+      raise ValueError(f"Unknown compute dtype {dtype!r}; choose one of {list(DTYPES)}.")
+    if "dtype" not in _fields(make):
+      raise ValueError(f"The classifier {name!r} has no compute dtype; leave dtype unset for "
+                       "it (models with one: "
+                       f"{sorted(n for n, m in CLASSIFIERS.items() if 'dtype' in _fields(m))}).")
 
 
 def reads_text(name):

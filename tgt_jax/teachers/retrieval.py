@@ -19,9 +19,11 @@ import jax
 import numpy as np
 from etils import epath
 
-from tgt_jax import checkpointing, retrieval, retrieval_tgt, teacher, train_teacher
+from tgt_jax import checkpointing, sharding, teacher
 from tgt_jax.data import reverse_dictionary
+from tgt_jax.evaluation import retrieval
 from tgt_jax.models import dual_encoder
+from tgt_jax.teachers import training
 
 META_FILE = "retrieval_teacher.json"
 DOC_EMBEDDINGS = "doc_embeddings.npy"
@@ -53,47 +55,49 @@ def init_params(model, task, rng):
   return jax.jit(model.init)(rng, task.queries["train"][:1], task.documents.tokens[:1])
 
 
-def in_batch_loss(model, query_len, temperature):
-  """train_teacher.fit's loss: in-batch softmax over a batch of query ‖ document rows."""
+def in_batch_loss(model, temperature):
+  """The fit loss: in-batch softmax over a batch of (query, positive document) pairs."""
 
   def loss(params, batch, rng, step):
     del rng, step
-    queries, docs = reverse_dictionary.split_pair(batch["image"], query_len)
-    query_emb, doc_emb = model.apply(params, queries, docs)
+    query_emb, doc_emb = model.apply(params, batch["query"], batch["positive"])
     # The [B, B] scores are tiny: every device computes them whole.
     value = retrieval.in_batch_softmax_loss(
-        retrieval_tgt.gathered(query_emb), retrieval_tgt.gathered(doc_emb), temperature,
-        retrieval_tgt.gathered(batch["label"]))
+        sharding.gathered(query_emb), sharding.gathered(doc_emb), temperature,
+        sharding.gathered(batch["positive_key"]))
     return value, {}
 
   return loss
 
 
-def train(config, task, mesh):
-  """(meta, params, doc_embeddings, hard_negatives): fit on all train pairs, mine, report."""
+def train(config, task, mesh, run_dir=None):
+  """(meta, params, doc_embeddings, hard_negatives): fit on all train pairs, mine, report.
+
+  With `run_dir`, the fit checkpoints there and a restarted job resumes from it.
+  """
   rcfg = config.retrieval_teacher
   meta = {"model": rcfg.model, **fingerprints(task),
           "score_temperature": float(config.retrieval.score_temperature),
           "steps": int(rcfg.steps), "batch_size": int(rcfg.batch_size), "seed": int(rcfg.seed)}
   model = build(meta)
-  query_len = task.queries["train"].shape[1]
-  stream = reverse_dictionary.pair_stream(task.queries["train"], task.doc_ids["train"],
-                                          task.documents, rcfg.batch_size, rcfg.seed)
-  params = train_teacher.fit(
-      in_batch_loss(model, query_len, config.retrieval.score_temperature),
+  stream = lambda start: reverse_dictionary.pair_stream(
+      task.queries["train"], task.doc_ids["train"], task.documents, rcfg.batch_size, rcfg.seed,
+      start)
+  params = training.fit(
+      in_batch_loss(model, config.retrieval.score_temperature),
       init_params(model, task, jax.random.key(rcfg.seed)), stream, steps=rcfg.steps,
       batch_size=rcfg.batch_size, learning_rate=rcfg.learning_rate, seed=rcfg.seed, mesh=mesh,
-      name="retrieval teacher", log_every=rcfg.log_every)
-  doc_emb = retrieval_tgt.embed(model, params, task.documents.tokens, "documents",
+      name="retrieval teacher", log_every=rcfg.log_every, run_dir=run_dir)
+  doc_emb = retrieval.embed(model, params, task.documents.tokens, "documents",
                                 config.eval_batch_size, mesh)
-  meta["report"] = {name: retrieval_tgt.rank_report(model, params, task.queries[name],
+  meta["report"] = {name: retrieval.rank_report(model, params, task.queries[name],
                                                     task.doc_ids[name], doc_emb,
                                                     config.eval_batch_size, mesh)
                     for name in ("test", "validation")}
-  train_emb = retrieval_tgt.embed(model, params, task.queries["train"], "queries",
+  train_emb = retrieval.embed(model, params, task.queries["train"], "queries",
                                   config.eval_batch_size, mesh)
   keys = task.documents.keys
-  negatives = retrieval_tgt.mine_hard_negatives(train_emb, doc_emb, keys[task.doc_ids["train"]],
+  negatives = retrieval.mine_hard_negatives(train_emb, doc_emb, keys[task.doc_ids["train"]],
                                                 keys, rcfg.mined_negatives)
   meta["mined_negatives"] = int(rcfg.mined_negatives)
   return meta, params, doc_emb, negatives
@@ -162,5 +166,5 @@ def load_or_train(config, workdir, task, mesh, min_negatives=0):
       read_meta(directory)          # raises the clear "no retrieval teacher here" error
     logging.info("No retrieval teacher in %s: training one (config.retrieval_teacher).",
                  directory)
-    save(directory, *train(config, task, mesh))
+    save(directory, *train(config, task, mesh, training.run_dir_of(directory)))
   return load(directory, task, mesh, min_negatives)

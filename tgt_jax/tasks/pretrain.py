@@ -16,8 +16,10 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-from tgt_jax import checkpointing, losses, sharding, teacher, train_teacher
+from tgt_jax import checkpointing, losses, models, sharding, teacher
 from tgt_jax.data import sources
+from tgt_jax.engine import artifacts
+from tgt_jax.teachers import training
 
 META_FILE = "pretrained.json"
 MASK = 2                       # the vocabulary's <mask> token (data/wordnet.py)
@@ -41,7 +43,7 @@ def mask_tokens(rng, tokens, rate):
 
 
 def masked_token_loss(student, rate):
-  """Cross-entropy of the original token at the masked positions, for train_teacher.fit."""
+  """Cross-entropy of the original token at the masked positions, for training.fit."""
 
   def loss(params, batch, rng, step):
     del step
@@ -65,14 +67,15 @@ def pretrained_dir(config, workdir):
 
 def run_pretrain_job(config, workdir):
   """Pretrains config.student.model with masked tokens on the whole train split (no labels)."""
-  from tgt_jax import train  # pylint: disable=g-import-not-at-top
   start = time.time()
-  source = sources.make_source(config)
+  source = sources.make_source(config, with_subset=False)
   if source.vocabulary is None:
     raise ValueError(f"The pretrain job reads text; config.data.name={config.data.name!r} is not "
                      "a text dataset.")
   mesh = sharding.make_mesh()
-  student = train.build_student(config, source)
+  student = models.classifier(config.student.model, source.num_classes,
+                              config.student.get("dtype") or None,
+                              vocab_size=len(source.vocabulary))
   if not hasattr(student, "mlm_logits"):
     raise ValueError(f"Student model {config.student.model!r} has no masked-token head; "
                      "pretrain a transformer (e.g. text_transformer).")
@@ -80,22 +83,22 @@ def run_pretrain_job(config, workdir):
   params = student.init(jax.random.key(config.seed),
                         jnp.zeros((1, *source.image_shape), source.input_dtype))
   loss_fn = masked_token_loss(student, pcfg.mask_rate)
-  params = train_teacher.fit(loss_fn, params, source.teacher_batches(pcfg.batch_size, config.seed),
-                             steps=pcfg.steps, batch_size=pcfg.batch_size,
-                             learning_rate=pcfg.learning_rate, seed=config.seed, mesh=mesh,
-                             name="pretrain")
-  validation = source.sample("validation", train_teacher.REPORT_EXAMPLES)
+  directory = pretrained_dir(config, workdir)
+  params = training.fit(loss_fn, params,
+                        lambda start: source.teacher_batches(pcfg.batch_size, config.seed, start),
+                        steps=pcfg.steps, batch_size=pcfg.batch_size,
+                        learning_rate=pcfg.learning_rate, seed=config.seed, mesh=mesh,
+                        name="pretrain", run_dir=training.run_dir_of(directory))
+  validation = source.sample("validation", training.REPORT_EXAMPLES)
   accuracy = _masked_accuracy(loss_fn, params, validation.images, config.seed)
   meta = {"model": config.student.model, "vocab_size": len(source.vocabulary),
           "vocabulary_fingerprint": teacher.vocabulary_fingerprint(source.vocabulary),
           "steps": int(pcfg.steps), "mask_rate": float(pcfg.mask_rate),
           "validation_masked_accuracy": accuracy}
-  directory = pretrained_dir(config, workdir)
   teacher.save_params_then_json(directory, params, META_FILE, meta)
   results = {"job": "pretrain", "pretrained_dir": directory, "seed": config.seed,
              "wall_time_sec": time.time() - start, **meta}
-  train.write_json(workdir, "results.json", results)
-  return results
+  return artifacts.write_results(workdir, results)
 
 
 def _masked_accuracy(loss_fn, params, tokens, seed, chunk=256):

@@ -1,6 +1,6 @@
 """The text teacher: the sequence VAE's objective, its quality figures, decoded samples.
 
-The figures answer the questions DESIGN §3.1 asks of an image teacher, in tokens:
+The figures answer the questions asked of an image teacher (teachers/training.py), in tokens:
 how much of a gloss survives E→G (token accuracy, exact matches), does the
 labeler still recognise the reconstructions, and how often does its label
 survive z = E(x) + σ·ε. Samples files put real glosses, their reconstructions and
@@ -11,7 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tgt_jax import evaluation, losses, sharding, teacher
+from tgt_jax import losses, sharding, teacher
+from tgt_jax.evaluation import classification as evaluation
 
 LABEL_KEPT_SIGMAS = (0.25, 0.5, 1.0, 2.0)
 _CHUNK = 256                       # rows per jitted call: [rows, L, V] logits stay small
@@ -30,7 +31,7 @@ def sequence_vae_loss(generator, tconfig):
     tokens = batch["image"]
     logits, mean, logvar = generator.apply(params, tokens, rng)
     nll = token_nll(logits, tokens)
-    kl = 0.5 * jnp.sum(jnp.exp(logvar) + jnp.square(mean) - 1.0 - logvar, axis=-1)
+    kl = losses.gaussian_kl(mean, logvar)
     warmup = jnp.minimum(1.0, (step + 1) / max(tconfig.kl_warmup_steps, 1))
     real = tokens != 0
     token_accuracy = jnp.sum((jnp.argmax(logits, -1) == tokens) & real) / jnp.maximum(
@@ -53,7 +54,7 @@ def _figures_fn(meta, mesh):
            "recon": recon,
            "tokens_right": jnp.sum((recon == tokens) & real, -1), "tokens": jnp.sum(real, -1),
            "exact": jnp.all(recon == tokens, -1),
-           "kl_nats": 0.5 * jnp.sum(jnp.exp(logvar) + mean**2 - 1.0 - logvar, axis=-1)}
+           "kl_nats": losses.gaussian_kl(mean, logvar)}
     for i, sigma in enumerate(LABEL_KEPT_SIGMAS):
       noisy = fns.decode(params, mean + sigma * jax.random.normal(jax.random.fold_in(rng, i),
                                                                   mean.shape))

@@ -15,15 +15,13 @@ repeats, the CE is exactly retrieval.in_batch_softmax_loss.
 """
 
 import dataclasses
-import functools
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
 
-from tgt_jax import losses, retrieval, sharding, tgt
+from tgt_jax import losses, sharding, tgt
+from tgt_jax.evaluation import retrieval
 
 REMOVED = -1e9                   # score of a repeated candidate: finite, so KD stays 0·finite
 
@@ -34,14 +32,6 @@ class Candidates(NamedTuple):
   labels: jax.Array              # [B]: each query's positive column (its first copy)
 
 
-def gathered(x):
-  """x on every device of its mesh (a batch-sharded array → replicated); as is outside one."""
-  layout = jax.typeof(x).sharding
-  if layout.mesh.empty:
-    return x
-  return jax.sharding.reshard(x, NamedSharding(layout.mesh, P()))
-
-
 def candidates(batch):
   """The candidate documents of a batch (see the module docstring)."""
   tokens, keys = batch["positive"], batch["positive_key"]
@@ -49,7 +39,7 @@ def candidates(batch):
     negatives = batch["negatives"]
     tokens = jnp.concatenate([tokens, negatives.reshape(-1, negatives.shape[-1])])
     keys = jnp.concatenate([keys, batch["negative_key"].reshape(-1)])
-  keys = gathered(keys)
+  keys = sharding.gathered(keys)
   first = jnp.argmax(keys[:, None] == keys[None, :], axis=1)
   bias = jnp.where(first == jnp.arange(keys.shape[0]), 0.0, REMOVED)
   return Candidates(tokens, bias, first[:batch["positive"].shape[0]])
@@ -57,7 +47,7 @@ def candidates(batch):
 
 def candidate_scores(query_emb, doc_emb, cands, temperature):
   """[Q, C] scores q·dᵀ/τ of queries against the candidates, repeats removed."""
-  return retrieval.similarity(query_emb, gathered(doc_emb), temperature) + cands.bias
+  return retrieval.similarity(query_emb, sharding.gathered(doc_emb), temperature) + cands.bias
 
 
 def scorer_of(model, cands, temperature, params_key=None):
@@ -146,7 +136,7 @@ def make_probe(model, cfg, scorer, generator_fns, temperature, mesh, num_example
              "teacher_entropy_synthetic": jnp.mean(losses.entropy(teacher_syn)),
              "teacher_confidence_synthetic": jnp.mean(jnp.max(jax.nn.softmax(teacher_syn), -1))}
     n, m = num_examples, cfg.num_samples
-    first = lambda x, rows: gathered(x)[:rows]      # a few rows: any number, on any mesh
+    first = lambda x, rows: sharding.gathered(x)[:rows]      # a few rows: any number, on any mesh
     embed = lambda x: scorer.apply(teacher_params["scorer"], x, method="embed_queries")
     samples = {"real": first(queries, n), "explored": first(explored, n * m),
                "positive_id": first(batch["positive_id"], n)}
@@ -161,43 +151,3 @@ def make_probe(model, cfg, scorer, generator_fns, temperature, mesh, num_example
   repl = sharding.replicated(mesh)
   return jax.jit(probe, in_shardings=(repl, repl, sharding.batch_sharded(mesh), repl),
                  out_shardings=repl)
-
-
-@functools.lru_cache(maxsize=16)
-def _tower(model, tower):
-  """One function object per (model, tower), so repeated evaluations reuse its compilation."""
-  method = {"queries": "embed_queries", "documents": "embed_documents"}[tower]
-  return lambda params, tokens: model.apply(params, tokens, method=method)
-
-
-_ranker = functools.lru_cache(maxsize=4)(retrieval.make_ranker)
-
-
-def embed(model, params, tokens, tower, batch_size, mesh):
-  """Embeddings (numpy [N, D]) of every row of `tokens` by tower "queries" or "documents"."""
-  return retrieval.embed_all(_tower(model, tower), params, tokens, batch_size, mesh)
-
-
-def rank_report(model, params, queries, targets, doc_emb, batch_size, mesh):
-  """Recall@1/10 and MRR of `queries` (token ids) ranked against every document."""
-  query_emb = embed(model, params, queries, "queries", batch_size, mesh)
-  ranks = retrieval.evaluate_ranks(_ranker(mesh), query_emb, doc_emb, targets, batch_size, mesh)
-  return retrieval.retrieval_report(ranks)
-
-
-def mine_hard_negatives(query_emb, doc_emb, positive_keys, doc_keys, k, chunk=512):
-  """Each query's k best-scoring documents whose lemma set is not its positive's ([Q, k]).
-
-  Every process computes the same result (it is deterministic) in chunks of queries.
-  """
-  @jax.jit
-  def top(queries, pos_keys, docs, keys):
-    scores = retrieval.similarity(queries, docs)
-    return jax.lax.top_k(jnp.where(keys[None, :] == pos_keys[:, None], -jnp.inf, scores), k)[1]
-
-  docs, keys = jnp.asarray(doc_emb), jnp.asarray(doc_keys)
-  out = []
-  for start in range(0, len(query_emb), chunk):
-    rows = np.minimum(np.arange(start, start + chunk), len(query_emb) - 1)   # fixed shape
-    out.append(np.asarray(top(query_emb[rows], positive_keys[rows], docs, keys)))
-  return np.concatenate(out)[:len(query_emb)].astype(np.int64)

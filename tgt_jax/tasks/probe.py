@@ -1,4 +1,4 @@
-"""Exploration diagnostics of logging steps (DESIGN §1.1).
+"""Exploration diagnostics of logging steps (docs/design.md, "Exploration").
 
 The probe reproduces the train step's own x' (same key, same augmentation) and
 reports the discrepancy before and after exploration and the teacher's
@@ -11,8 +11,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tgt_jax import losses, metrics, sharding, text_teacher, tgt
+from tgt_jax import losses, metrics, sharding, tgt
 from tgt_jax.data import augment
+from tgt_jax.teachers import text as text_teacher
 
 
 def make_probe(student_apply, cfg, teacher_fns, mesh, num_examples, augment_name="none",

@@ -53,6 +53,24 @@ def predict(predict_fn, params, split, batch_size, mesh):
   return np.concatenate(out)
 
 
+def evaluate(predict_fn, params, batches, num_classes, groups, mesh):
+  """The report of a split given as padded batches {"image", "label", "mask"} of this process.
+
+  Every process runs the same number of batches; masked (padding) rows are dropped
+  after gathering, so the figures count every example of the split exactly once.
+  """
+  preds, labels = [], []
+  for batch in batches:
+    out = predict_fn(params, sharding.to_global(mesh, batch["image"]))
+    gathered = multihost_utils.process_allgather(
+        {"pred": out, "label": sharding.to_global(mesh, batch["label"]),
+         "mask": sharding.to_global(mesh, batch["mask"])}, tiled=True)
+    keep = np.asarray(gathered["mask"], bool)
+    preds.append(np.asarray(gathered["pred"])[keep])
+    labels.append(np.asarray(gathered["label"])[keep])
+  return report(np.concatenate(preds), np.concatenate(labels), num_classes, groups)
+
+
 def report(predictions, labels, num_classes, groups):
   """The accuracy figures written to results.json."""
   per_class = per_class_accuracy(predictions, labels, num_classes)

@@ -8,6 +8,8 @@ replicated, and only the rank of the target leaves the device, so the full
 [Q, N] score matrix is never materialised on the host.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -114,3 +116,43 @@ def embed_all(embed_fn, params, inputs, batch_size, mesh):
   params = sharding.replicate(mesh, params)
   num_rows = len(jax.tree.leaves(inputs)[0])
   return _batched_on_mesh(lambda batch: embed(params, batch), inputs, num_rows, batch_size, mesh)
+
+
+@functools.lru_cache(maxsize=16)
+def _tower(model, tower):
+  """One function object per (model, tower), so repeated evaluations reuse its compilation."""
+  method = {"queries": "embed_queries", "documents": "embed_documents"}[tower]
+  return lambda params, tokens: model.apply(params, tokens, method=method)
+
+
+_ranker = functools.lru_cache(maxsize=4)(make_ranker)
+
+
+def embed(model, params, tokens, tower, batch_size, mesh):
+  """Embeddings (numpy [N, D]) of every row of `tokens` by tower "queries" or "documents"."""
+  return embed_all(_tower(model, tower), params, tokens, batch_size, mesh)
+
+
+def rank_report(model, params, queries, targets, doc_emb, batch_size, mesh):
+  """Recall@1/10 and MRR of `queries` (token ids) ranked against every document."""
+  query_emb = embed(model, params, queries, "queries", batch_size, mesh)
+  ranks = evaluate_ranks(_ranker(mesh), query_emb, doc_emb, targets, batch_size, mesh)
+  return retrieval_report(ranks)
+
+
+def mine_hard_negatives(query_emb, doc_emb, positive_keys, doc_keys, k, chunk=512):
+  """Each query's k best-scoring documents whose lemma set is not its positive's ([Q, k]).
+
+  Every process computes the same result (it is deterministic) in chunks of queries.
+  """
+  @jax.jit
+  def top(queries, pos_keys, docs, keys):
+    scores = similarity(queries, docs)
+    return jax.lax.top_k(jnp.where(keys[None, :] == pos_keys[:, None], -jnp.inf, scores), k)[1]
+
+  docs, keys = jnp.asarray(doc_emb), jnp.asarray(doc_keys)
+  out = []
+  for start in range(0, len(query_emb), chunk):
+    rows = np.minimum(np.arange(start, start + chunk), len(query_emb) - 1)   # fixed shape
+    out.append(np.asarray(top(query_emb[rows], positive_keys[rows], docs, keys)))
+  return np.concatenate(out)[:len(query_emb)].astype(np.int64)

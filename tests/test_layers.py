@@ -1,0 +1,138 @@
+"""The package's layering: no import cycles, and every import points down the layer rule.
+
+Every import counts, at module level or inside a function, absolute or relative.
+The rule (docs/design.md, "Layers") names, for each part of tgt_jax, the parts it
+may import; a part is a sub-package (data, engine, ...) or a top-level module.
+"""
+
+import ast
+import pathlib
+
+PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "tgt_jax"
+
+BASE = {"sharding", "losses", "metrics", "checkpointing", "workdir"}
+# part → the parts it may import (besides itself).
+ALLOWED = {
+    "main": {"jobs", "checkpointing"},
+    "jobs": {"tasks", "teachers", "engine", "models", "data", "workdir"} | BASE,
+    "tasks": {"teachers", "evaluation", "engine", "tgt", "data", "models", "teacher"} | BASE,
+    "teachers": {"evaluation", "engine", "tgt", "data", "models", "teacher"} | BASE,
+    "teacher": {"models", "tgt"} | BASE,
+    "engine": {"checkpointing", "metrics", "sharding"},
+    "evaluation": {"data", "sharding", "losses"},
+    "tgt": {"losses"},
+    "models": {"sharding"},
+    "data": {"sharding"},
+    "configlib": set(),
+    "sharding": set(),
+    "losses": set(),
+    "metrics": set(),
+    "checkpointing": set(),
+    "workdir": set(),
+}
+
+
+def _modules():
+  mods = {}
+  for path in PACKAGE.rglob("*.py"):
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+    mods[name] = path
+  return mods
+
+
+def _resolve(name, mods):
+  while name and name not in mods:
+    name = name.rpartition(".")[0]
+  return name or None
+
+
+def import_graph():
+  """{module: set of tgt_jax modules it imports}, function-level imports included."""
+  mods = _modules()
+  graph = {m: set() for m in mods}
+  for module, path in mods.items():
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+      if isinstance(node, ast.Import):
+        targets = [alias.name for alias in node.names]
+      elif isinstance(node, ast.ImportFrom):
+        base = node.module or ""
+        if node.level:
+          anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
+          base = ".".join(anchor + ([node.module] if node.module else []))
+        targets = [base] + [f"{base}.{alias.name}" for alias in node.names]
+      else:
+        continue
+      for target in targets:
+        resolved = _resolve(target, mods)
+        if resolved and resolved != module and resolved.startswith("tgt_jax"):
+          graph[module].add(resolved)
+  return graph
+
+
+def _part(module):
+  parts = module.split(".")
+  return parts[1] if len(parts) > 1 else "tgt_jax"
+
+
+def find_cycles(graph):
+  """Each strongly connected set of 2+ modules (Tarjan), as a sorted list."""
+  index, low, stack, on_stack, cycles = {}, {}, [], set(), []
+
+  def visit(v):
+    index[v] = low[v] = len(index)
+    stack.append(v)
+    on_stack.add(v)
+    for w in sorted(graph[v]):
+      if w not in index:
+        visit(w)
+        low[v] = min(low[v], low[w])
+      elif w in on_stack:
+        low[v] = min(low[v], index[w])
+    if low[v] == index[v]:
+      component = []
+      while True:
+        w = stack.pop()
+        on_stack.discard(w)
+        component.append(w)
+        if w == v:
+          break
+      if len(component) > 1:
+        cycles.append(sorted(component))
+
+  for v in sorted(graph):
+    if v not in index:
+      visit(v)
+  return cycles
+
+
+def test_no_import_cycles():
+  assert find_cycles(import_graph()) == []
+
+
+def test_every_import_follows_the_layer_rule():
+  graph = import_graph()
+  parts = {_part(m) for m in graph} - {"tgt_jax"}
+  assert parts <= set(ALLOWED), f"parts without a rule: {sorted(parts - set(ALLOWED))}"
+  wrong = sorted(f"{m} → {t}" for m, targets in graph.items() for t in targets
+                 if _part(t) != _part(m) and "tgt_jax" not in (_part(m), _part(t))
+                 and _part(t) not in ALLOWED[_part(m)])
+  assert wrong == []
+
+
+def test_only_main_imports_jobs():
+  graph = import_graph()
+  assert sorted(m for m, targets in graph.items() if "tgt_jax.jobs" in targets) == [
+      "tgt_jax.main"]
+
+
+def test_the_checker_sees_function_level_and_relative_imports(tmp_path, monkeypatch):
+  package = tmp_path / "tgt_jax"
+  (package / "data").mkdir(parents=True)
+  (package / "__init__.py").write_text("")
+  (package / "data" / "__init__.py").write_text("")
+  (package / "data" / "a.py").write_text("def f():\n  from . import b\n")
+  (package / "data" / "b.py").write_text("from tgt_jax.data import a\n")
+  monkeypatch.setattr(__import__(__name__), "PACKAGE", package)
+  assert find_cycles(import_graph()) == [["tgt_jax.data.a", "tgt_jax.data.b"]]

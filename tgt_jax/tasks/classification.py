@@ -1,0 +1,185 @@
+"""The TGT student for classification (digits, TFDS images, WordNet text).
+
+The student step is one `jax.jit` over a data mesh: the batch is sharded, the
+student state and the teacher parameters are replicated, and only the student
+state is donated and optimised. Batches and random keys are functions of
+(seed, step), so a resumed run sees exactly the data and noise it would have.
+The task supplies the step, the batches, the evaluation and the samples; the
+engine's loop does the rest.
+"""
+
+import functools
+import logging
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tgt_jax import metrics, models, sharding, tgt
+from tgt_jax.data import augment, sources, subsets
+from tgt_jax.engine import artifacts, loop, state as state_lib
+from tgt_jax.evaluation import classification as evaluation
+from tgt_jax.tasks import pretrain, probe
+from tgt_jax.teachers import loading
+
+
+def tgt_config(config):
+  return tgt.TGTConfig(method=config.method, **config.tgt.to_dict())
+
+
+def validate(config):
+  """Every student value, before any work (teacher training included)."""
+  models.check_classifier(config.student.model, config.student.get("dtype") or None)
+  tgt_config(config)   # validates method, σ, η, k, ε, m, τ
+  state_lib.check_optimizer(config.optimizer)
+  state_lib.check_loop_settings(config)
+  if config.data.name in sources.IN_MEMORY:
+    augment.check(config.data.augment)
+  elif config.method == "kd_transfer":
+    raise ValueError("method 'kd_transfer' needs the whole train split in memory, so it runs on "
+                     f"{list(sources.IN_MEMORY)} only; config.data.name={config.data.name!r}.")
+  loading.validate(config)
+
+
+def make_train_step(student_apply, tx, cfg, teacher_fns, mesh, augment_name="none", fill=0.0):
+  """The jitted, sharded TGT update: (state, teacher_params, batch, rng) → (state, terms)."""
+
+  def train_step(state, teacher_params, batch, rng):
+    rng = jax.random.fold_in(rng, state.step)
+    batch = augment.augment_batch(augment_name, jax.random.fold_in(rng, augment.STREAM), batch,
+                                  fill)
+    targets = tgt.teacher_targets(rng, cfg, teacher_fns, teacher_params, student_apply,
+                                  state.params, batch)
+    return tgt.student_update(state, tx, student_apply, cfg, batch, targets)
+
+  repl = sharding.replicated(mesh)
+  return jax.jit(train_step, in_shardings=(repl, repl, sharding.batch_sharded(mesh), repl),
+                 out_shardings=(repl, repl), donate_argnums=(0,))
+
+
+def batch_at(config, cfg, labelled, unlabelled, step):
+  """Batch `step` of in-memory splits (for benchmarks and tests): what student_batches yields."""
+  batch = sources.batch_of(labelled, config.batch_size, config.seed, step)
+  if cfg.method == "kd_transfer":
+    size = config.batch_size * cfg.num_samples
+    batch["transfer"] = sources.inputs_of(unlabelled, size, config.seed, step)["image"]
+  return batch
+
+
+def student_batches(source, cfg, batch_size, start_step):
+  """The labelled batches; kd_transfer adds m unlabelled train inputs per real one."""
+  labelled = source.labelled_batches(start_step)
+  if cfg.method != "kd_transfer":
+    yield from labelled
+    return
+  transfer = source.unlabelled_batches(batch_size * cfg.num_samples, start_step)
+  for batch, extra in zip(labelled, transfer):
+    yield {**batch, "transfer": extra["image"]}
+
+
+def build_student(config, source):
+  return models.classifier(config.student.model, source.num_classes,
+                           config.student.get("dtype") or None,
+                           vocab_size=len(source.vocabulary) if source.vocabulary else None)
+
+
+def init_student(config, source, mesh):
+  """(module, optimizer, replicated step-0 state, key of the per-step noise) from the seed.
+
+  With config.student.init_from, every parameter but the classification head
+  starts from that pretrained student (tasks/pretrain.py).
+  """
+  student = build_student(config, source)
+  tx = state_lib.make_optimizer(config.optimizer, config.num_train_steps)
+  init_key, step_key = jax.random.split(jax.random.key(config.seed))
+  params = student.init(init_key, jnp.zeros((1, *source.image_shape), source.input_dtype))
+  if config.student.get("init_from"):
+    params = pretrain.load_into(params, config.student.init_from, config.student.model,
+                                source.vocabulary)
+  state = sharding.replicate(mesh, state_lib.TrainState(jnp.asarray(0, jnp.int32), params,
+                                                        tx.init(params)))
+  return student, tx, state, step_key
+
+
+def run(config, workdir):
+  """The student job: train (resuming), evaluate every eval split, write results.json."""
+  start_time = time.time()
+  cfg = tgt_config(config)
+  mesh = sharding.make_mesh()
+  sharding.check_batch_size(config.batch_size, mesh)
+  sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+  source = sources.make_source(config)
+  counts = source.counts
+  config = state_lib.resolve_durations(config, int(np.sum(counts)))
+  subset = subsets.describe(config.data.labels_per_class, config.data.imbalance,
+                            config.data.get("num_labels", 0))
+  logging.info("Student subset: %s, %d examples, per class %s", subset, int(np.sum(counts)),
+               counts.tolist())
+
+  teacher = loading.teacher_for(config, cfg, workdir, source, mesh)
+  student, tx, state, step_key = init_student(config, source, mesh)
+  predict = evaluation.make_predict(student.apply, mesh)
+  groups = subsets.class_groups(counts)
+
+  def evaluate(params, split_name):
+    return evaluation.evaluate(predict, params,
+                               source.eval_batches(split_name, config.eval_batch_size),
+                               source.num_classes, groups, mesh)
+
+  writer = metrics.MetricWriter(workdir)
+  ckpt = loop.checkpoints_of(workdir, config.keep_checkpoints, read_only=config.eval_only)
+  try:
+    state = loop.restore_or_start(ckpt, state, config.eval_only, config.eval_step)
+    if not config.eval_only:
+      state = _train(config, cfg, mesh, student, tx, state, teacher, source, ckpt, writer,
+                     evaluate, step_key)
+  finally:
+    ckpt.close()
+  total = int(state.step)
+
+  reports = {name: evaluate(state.params, name) for name in source.eval_split_names}
+  test = reports.get("test", reports[source.eval_split_names[0]])
+  writer.scalars(total, {f"{name}/balanced_accuracy": r["balanced_accuracy"]
+                         for name, r in reports.items()})
+  writer.close()
+  results = {
+      "job": "student", "eval_only": bool(config.eval_only), "checkpoint_step": total,
+      "method": cfg.method, "seed": config.seed, "student_model": config.student.model,
+      "data": {"name": config.data.name,
+               "subset": subset, "labels_per_class": config.data.labels_per_class,
+               "imbalance": config.data.imbalance, "class_counts": counts.tolist(),
+               "num_labelled": int(np.sum(counts)), "class_groups": groups},
+      **reports, "test": test, "test_accuracy": test["balanced_accuracy"],
+      "num_train_steps": config.num_train_steps, "batch_size": config.batch_size,
+      "tgt": config.tgt.to_dict(),
+      "teacher_dir": teacher.directory,
+      "teacher_report": (teacher.meta or {}).get("report"),
+      "num_devices": int(mesh.devices.size), "num_processes": jax.process_count(),
+      "wall_time_sec": time.time() - start_time,
+  }
+  return artifacts.write_results(workdir, results)
+
+
+def _train(config, cfg, mesh, student, tx, state, teacher, source, ckpt, writer, evaluate,
+           step_key):
+  fill = float(source.pixel_range[0])        # the background of digits: black
+  step = make_train_step(student.apply, tx, cfg, teacher.functions, mesh, source.step_augment,
+                         fill)
+  probe_fn = None
+  if cfg.uses_synthetic:
+    explore = probe.make_probe(student.apply, cfg, teacher.functions, mesh, config.grid_examples,
+                               source.step_augment, fill)
+
+    def probe_fn(state, batch, step_number):
+      stats, samples = jax.device_get(explore(state, teacher.params, batch, step_key))
+      probe.write_samples(writer, step_number, samples, source, cfg.num_samples)
+      return stats
+
+  return loop.train(
+      state, lambda s, b: step(s, teacher.params, b, step_key),
+      functools.partial(student_batches, source, cfg, config.batch_size), ckpt, writer,
+      loop.Schedule.of(config), mesh, probe=probe_fn,
+      evaluate=lambda p: {"validation/balanced_accuracy":
+                          evaluate(p, "validation")["balanced_accuracy"]},
+      meta={"method": cfg.method})

@@ -1,0 +1,220 @@
+"""The reverse dictionary: the retrieval teacher job and the TGT student (configs/wordnet_retrieval.py).
+
+  retrieval_teacher   the large dual encoder on every train pair (in-batch softmax);
+                      it also mines hard negatives and embeds the documents
+                      (teachers/retrieval.py)
+  retrieval           the small dual encoder on `data.num_pairs` labelled pairs, trained with
+                      the classification step of TGT mapped onto candidate documents
+                      (retrieval_step.py); the text VAE of configs/wordnet.py:job=teacher explores
+Both evaluate test (and validation) queries against every document: recall@1/10, MRR.
+Both train on the engine's loop, so both resume, log and stop like every training.
+"""
+
+import itertools
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tgt_jax import metrics, sharding, teacher, tgt
+from tgt_jax.data import reverse_dictionary, wordnet
+from tgt_jax.engine import artifacts, loop, state as state_lib
+from tgt_jax.evaluation import retrieval
+from tgt_jax.models import dual_encoder
+from tgt_jax.tasks import retrieval_step
+from tgt_jax.tasks.classification import tgt_config
+from tgt_jax.teachers import retrieval as retrieval_teacher
+from tgt_jax.teachers import training
+
+EVAL_SPLITS = ("test", "validation")
+RANK_KEYS = ("recall@1", "recall@10", "mrr")
+
+
+def validate(config):
+  """Every value of both retrieval jobs, before any work, naming the bad value."""
+  for name in (config.student.model, config.retrieval_teacher.model):
+    if name not in dual_encoder.DUAL_ENCODERS:
+      raise ValueError(f"Unknown dual encoder model name {name!r}; "
+                       f"known: {sorted(dual_encoder.DUAL_ENCODERS)}.")
+  if config.retrieval.score_temperature <= 0:
+    raise ValueError("retrieval.score_temperature must be > 0, got "
+                     f"{config.retrieval.score_temperature}.")
+  if not 0 <= config.retrieval.hard_negatives <= config.retrieval_teacher.mined_negatives:
+    raise ValueError(f"retrieval.hard_negatives={config.retrieval.hard_negatives} must be "
+                     "between 0 and retrieval_teacher.mined_negatives="
+                     f"{config.retrieval_teacher.mined_negatives}.")
+  if config.job == "retrieval":
+    cfg = tgt_config(config)     # validates method, σ, η, k, ε, m, τ
+    if cfg.method == "kd_mixup":
+      raise ValueError("method 'kd_mixup' mixes continuous inputs; queries are token ids. "
+                       f"Choose one of {[m for m in tgt.METHODS if m != 'kd_mixup']}.")
+    state_lib.check_optimizer(config.optimizer)
+    state_lib.check_loop_settings(config)
+
+
+def run_teacher(config, workdir):
+  """The retrieval teacher job: fit on every train pair (resuming), mine, embed, save."""
+  start = time.time()
+  mesh = sharding.make_mesh()
+  sharding.check_batch_size(config.retrieval_teacher.batch_size, mesh,
+                            "retrieval_teacher.batch_size")
+  sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+  task = reverse_dictionary.load_task(config.data)
+  directory = retrieval_teacher.directory_of(config, workdir)
+  meta, params, doc_emb, negatives = retrieval_teacher.train(config, task, mesh,
+                                                             training.run_dir_of(directory))
+  retrieval_teacher.save(directory, meta, params, doc_emb, negatives)
+  results = {"job": "retrieval_teacher", "retrieval_teacher_dir": directory,
+             "model": meta["model"], "seed": meta["seed"], **meta["report"],
+             **{k: meta["report"]["test"][k] for k in RANK_KEYS},
+             "num_train_pairs": len(task.doc_ids["train"]), "num_documents": len(task.documents),
+             "wall_time_sec": time.time() - start}
+  return artifacts.write_results(workdir, results)
+
+
+def load_text_teacher(config, workdir, task, mesh):
+  """(tgt.Teacher, generator params) of the sequence VAE that explores queries."""
+  directory = training.teacher_dir(config, workdir)
+  if not teacher.exists(directory):
+    raise FileNotFoundError(
+        f"No text teacher (sequence VAE) at {directory!r}, which method {config.method!r} "
+        "explores with. Run python -m tgt_jax.main --config=configs/wordnet.py:job=teacher "
+        "--workdir=W with the same data.dir, data.max_len and data.vocab_size (it writes "
+        "W/teacher), then set config.teacher.dir=W/teacher.")
+  dataset = task.dataset
+  meta, params = teacher.load(directory, dataset.image_shape, dataset.num_classes, mesh=mesh,
+                              vocabulary=dataset.vocabulary)
+  return teacher.as_functions(meta), params["generator"]
+
+
+def run_student(config, workdir):
+  """The retrieval student job: train (resuming), rank every split, write results.json."""
+  start_time = time.time()
+  cfg = tgt_config(config)
+  mesh = sharding.make_mesh()
+  sharding.check_batch_size(config.batch_size, mesh)
+  sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+  task = reverse_dictionary.load_task(config.data)
+  rows = reverse_dictionary.labelled_rows(len(task.doc_ids["train"]), config.data.num_pairs,
+                                          config.seed)
+  k = config.retrieval.hard_negatives
+  needs_scores = cfg.alpha_eff > 0 or cfg.lam_eff > 0
+  scorer = teacher_params = teacher_doc_emb = teacher_meta = None
+  negatives = np.zeros((len(rows), 0), np.int64)
+  generator_fns = retrieval_step.no_generator()
+  if (needs_scores or k > 0) and not config.eval_only:
+    teacher_meta, scorer, scorer_params, teacher_doc_emb, mined = retrieval_teacher.load_or_train(
+        config, workdir, task, mesh, min_negatives=k)
+    negatives = mined[rows, :k]
+    if needs_scores:
+      teacher_params = {"scorer": scorer_params}
+      if cfg.needs_generator:
+        generator_fns, teacher_params["generator"] = load_text_teacher(config, workdir, task,
+                                                                       mesh)
+  pairs = reverse_dictionary.Pairs(task.queries["train"][rows], task.doc_ids["train"][rows],
+                                   negatives)
+
+  model = dual_encoder.dual_encoder(config.student.model, len(task.query_vocabulary),
+                                    len(task.documents.vocabulary))
+  tx = state_lib.make_optimizer(config.optimizer, config.num_train_steps)
+  init_key, step_key = jax.random.split(jax.random.key(config.seed))
+  params = retrieval_teacher.init_params(model, task, init_key)
+  state = sharding.replicate(mesh, state_lib.TrainState(jnp.asarray(0, jnp.int32), params,
+                                                        tx.init(params)))
+
+  def evaluate(params, split_names):
+    doc_emb = retrieval.embed(model, params, task.documents.tokens, "documents",
+                              config.eval_batch_size, mesh)
+    return {name: retrieval.rank_report(model, params, task.queries[name], task.doc_ids[name],
+                                        doc_emb, config.eval_batch_size, mesh)
+            for name in split_names}
+
+  writer = metrics.MetricWriter(workdir)
+  ckpt = loop.checkpoints_of(workdir, config.keep_checkpoints, read_only=config.eval_only)
+  try:
+    state = loop.restore_or_start(ckpt, state, config.eval_only, config.eval_step)
+    if not config.eval_only:
+      student = _Student(config, cfg, mesh, model, tx, task, scorer if needs_scores else None,
+                         generator_fns, teacher_params, teacher_doc_emb, writer, step_key)
+      state = loop.train(
+          state, student.step, lambda start: student.batches(pairs, start), ckpt, writer,
+          loop.Schedule.of(config), mesh, probe=student.probe if cfg.uses_synthetic else None,
+          evaluate=lambda p: {f"validation/{k}": v for k, v in
+                              evaluate(p, ("validation",))["validation"].items()
+                              if k in RANK_KEYS},
+          meta={"method": cfg.method})
+  finally:
+    ckpt.close()
+
+  reports = evaluate(state.params, EVAL_SPLITS)
+  writer.scalars(int(state.step), {f"{name}/{key}": reports[name][key] for name in EVAL_SPLITS
+                                   for key in RANK_KEYS})
+  writer.close()
+  results = {
+      "job": "retrieval", "eval_only": bool(config.eval_only),
+      "checkpoint_step": int(state.step), "method": cfg.method, "seed": config.seed,
+      "num_pairs": int(config.data.num_pairs), "student_model": config.student.model,
+      **reports, **{key: reports["test"][key] for key in RANK_KEYS},
+      "hard_negatives": k, "score_temperature": config.retrieval.score_temperature,
+      "num_documents": len(task.documents), "num_train_steps": config.num_train_steps,
+      "batch_size": config.batch_size, "tgt": config.tgt.to_dict(),
+      "retrieval_teacher_dir": (retrieval_teacher.directory_of(config, workdir)
+                                if teacher_meta else None),
+      "retrieval_teacher_report": (teacher_meta or {}).get("report"),
+      "text_teacher_dir": training.teacher_dir(config, workdir) if cfg.needs_generator else None,
+      "num_devices": int(mesh.devices.size), "num_processes": jax.process_count(),
+      "wall_time_sec": time.time() - start_time,
+  }
+  return artifacts.write_results(workdir, results)
+
+
+class _Student:
+  """The retrieval task's step, batches and probe, for the engine's loop."""
+
+  def __init__(self, config, cfg, mesh, model, tx, task, scorer, generator_fns,
+               teacher_params, teacher_doc_emb, writer, step_key):
+    self.config, self.cfg, self.mesh, self.task, self.step_key = config, cfg, mesh, task, step_key
+    self.teacher_params, self.teacher_doc_emb, self.writer = teacher_params, teacher_doc_emb, writer
+    self.query_vocabulary = wordnet.Vocabulary(task.query_vocabulary)
+    temperature = config.retrieval.score_temperature
+    self._step = retrieval_step.make_train_step(model, tx, cfg, scorer, generator_fns,
+                                                temperature, mesh)
+    self._probe = (retrieval_step.make_probe(model, cfg, scorer, generator_fns, temperature,
+                                             mesh, config.grid_examples)
+                   if cfg.uses_synthetic else None)
+
+  def step(self, state, batch):
+    return self._step(state, self.teacher_params, batch, self.step_key)
+
+  def batches(self, pairs, start_step):
+    config = self.config
+    unlabelled = self.task.queries["train"] if self.cfg.method == "kd_transfer" else None
+    for step in itertools.count(start_step):
+      yield reverse_dictionary.student_batch(pairs, self.task.documents, config.batch_size,
+                                             config.seed, step, unlabelled, self.cfg.num_samples)
+
+  def probe(self, state, batch, step_number):
+    stats, samples = jax.device_get(self._probe(state, self.teacher_params, batch, self.step_key))
+    self.writer.text(step_number, "real_explored", self.samples_text(samples))
+    return stats
+
+  def samples_text(self, samples):
+    """Real and explored queries, each with the teacher's best document among all of them."""
+    words, docs = self.query_vocabulary.decode, self.task.documents.texts
+    top = lambda emb: docs[int(np.argmax(self.teacher_doc_emb @ np.asarray(emb)))]
+    m = self.cfg.num_samples
+    blocks = []
+    for i in range(len(samples["real"])):
+      lines = [f"#{i}  [true: {docs[int(samples['positive_id'][i])]}]",
+               f"  real     | {words(samples['real'][i])}  → {top(samples['real_embedding'][i])}"]
+      if "decoded" in samples:
+        lines.append(f"  decoded  | {words(samples['decoded'][i])}")
+      for j in range(i * m, (i + 1) * m):
+        lines.append(f"  explored | {words(samples['explored'][j])}  → "
+                     f"{top(samples['explored_embedding'][j])}")
+      blocks.append("\n".join(lines))
+    header = ("# real | decoded = G(E(x)) | explored queries, each → the teacher's best document "
+              "among all documents\n\n")
+    return header + "\n\n".join(blocks) + "\n"
+

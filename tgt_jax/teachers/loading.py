@@ -1,0 +1,106 @@
+"""The student's teacher: which one the config names, loaded (or trained first) on the mesh.
+
+Three kinds (config.teacher.kind):
+  ""            trained by tgt_jax (teachers/training.py), in config.teacher.dir or WORKDIR/teacher
+  components    E, G and T from three directories in tgt_jax's part format (teacher_components.py)
+A method that needs no teacher (ce) loads none.
+"""
+
+import dataclasses
+import json
+import logging
+from typing import Any, Optional
+
+from etils import epath
+
+from tgt_jax import models, teacher, tgt
+from tgt_jax.teachers import components as teacher_components
+from tgt_jax.teachers import training
+
+
+@dataclasses.dataclass
+class LoadedTeacher:
+  directory: Optional[str] = None
+  meta: Optional[dict] = None
+  params: Any = None
+  functions: Optional[tgt.Teacher] = None
+
+
+def is_component_teacher(config):
+  return config.teacher.get("kind", "") == "components"
+
+
+def validate(config):
+  """The teacher's model names, before anything is trained."""
+  tconfig = config.teacher
+  if is_component_teacher(config):
+    for key, known in (("encoder", models.ENCODERS), ("generator", models.GENERATORS),
+                       ("labeler", models.CLASSIFIERS)):
+      if tconfig[key] not in known:
+        raise ValueError(f"Unknown teacher.{key} model name {tconfig[key]!r}; "
+                         f"known: {sorted(known)}.")
+    return
+  if tconfig.get("kind", ""):
+    raise ValueError(f"Unknown teacher.kind {tconfig.kind!r}; choose '' (trained by tgt_jax) "
+                     "or 'components'.")
+  if tconfig.generator not in models.GENERATORS:
+    raise ValueError(f"Unknown generator model name {tconfig.generator!r}; "
+                     f"known: {sorted(models.GENERATORS)}.")
+  models.check_classifier(tconfig.labeler)
+
+
+def teacher_functions(meta):
+  """tgt.Teacher of a loaded teacher: one trained by tgt_jax, or one from three parts."""
+  if "encoder" in meta and isinstance(meta["encoder"], dict):
+    return teacher_components.as_functions(meta)
+  return teacher.as_functions(meta)
+
+
+def load_component_teacher(config, workdir, source, mesh):
+  """E, G and T from config.teacher.{encoder,generator,labeler}_dir (BigBiGAN-shaped)."""
+  tconfig = config.teacher.to_dict()
+  missing = [k for k in ("encoder_dir", "generator_dir", "labeler_dir")
+             if not tconfig.get(k) or not epath.Path(tconfig[k]).exists()]
+  if missing and tconfig.get("random_init_if_missing"):
+    logging.warning("Teacher parts %s missing: writing RANDOM untrained parts (smoke runs "
+                    "only; config.teacher.random_init_if_missing).", missing)
+    tconfig.update(teacher_components.init_random_components(
+        epath.Path(workdir) / "random_teacher_parts", source.image_shape, source.num_classes,
+        encoder=tconfig["encoder"], generator=tconfig["generator"], labeler=tconfig["labeler"],
+        latent_dim=tconfig["latent_dim"], pixel_range=source.pixel_range))
+  return teacher_components.load_teacher(tconfig, source.image_shape, source.num_classes, mesh)
+
+
+def load_or_train_teacher(config, workdir, source, mesh):
+  """(meta, params) of the configured teacher; trains and saves it first if missing and allowed."""
+  if is_component_teacher(config):
+    return load_component_teacher(config, workdir, source, mesh)
+  directory = training.teacher_dir(config, workdir)
+  if not teacher.exists(directory):
+    if not config.teacher.train_if_missing:
+      teacher.read_meta(directory)     # raises the clear "no teacher here" error
+    logging.info("No teacher in %s: training one (config.teacher).", directory)
+    meta, params, report = training.train(config.teacher, source, mesh, seed=0,
+                                          run_dir=training.run_dir_of(directory))
+    meta["report"] = report
+    teacher.save(directory, meta, params)
+    logging.info("Teacher report: %s", json.dumps(report))
+  return teacher.load(directory, source.image_shape, source.num_classes,
+                      latent_dim=config.teacher.latent_dim, mesh=mesh,
+                      vocabulary=source.vocabulary)
+
+
+def teacher_for(config, cfg, workdir, source, mesh):
+  """The LoadedTeacher a student with TGT config `cfg` needs (empty for ce).
+
+  eval_only loads nothing but the teacher's JSON (for the report in results.json).
+  """
+  if not (cfg.alpha_eff > 0 or cfg.lam_eff > 0):
+    return LoadedTeacher()
+  directory = training.teacher_dir(config, workdir)
+  if config.eval_only:
+    meta = (teacher.read_meta(directory)
+            if not is_component_teacher(config) and teacher.exists(directory) else None)
+    return LoadedTeacher(directory, meta)
+  meta, params = load_or_train_teacher(config, workdir, source, mesh)
+  return LoadedTeacher(directory, meta, params, teacher_functions(meta))

@@ -1,0 +1,224 @@
+"""Training a teacher: the generator (VAE: E and G) and the labeler T, then the teacher job.
+
+Each part is one training on the engine's loop (`fit`), in its own run directory
+`<teacher dir>/training/<part>/` (checkpoints/, metrics.jsonl, tensorboard/), so
+a killed teacher job resumes where it stopped, as a student does. The job then
+reports what decides TGT's quality: the labeler's balanced test accuracy, the
+VAE's reconstruction error and KL (nats), the labeler's accuracy on E→G
+reconstructions and how often a label survives z = E(x) + σ·ε.
+"""
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from etils import epath
+
+from tgt_jax import losses, metrics, sharding, teacher
+from tgt_jax.data import sources
+from tgt_jax.engine import artifacts, loop, state as state_lib
+from tgt_jax.evaluation import classification as evaluation
+from tgt_jax.teachers import text as text_teacher
+
+LABEL_KEPT_SIGMAS = (0.25, 0.5, 1.0, 2.0)
+REPORT_EXAMPLES = 2048       # teacher figures of a TFDS dataset: its first eval split's first n
+CHECKPOINT_EVERY = 1000      # steps between a teacher part's checkpoints (and at its end)
+
+
+def teacher_dir(config, workdir):
+  """Where the configured teacher lives: config.teacher.dir, or WORKDIR/teacher."""
+  return config.teacher.dir or str(epath.Path(workdir) / "teacher")
+
+
+def run_dir_of(teacher_directory):
+  return str(epath.Path(teacher_directory) / "training")
+
+
+class NoCheckpoints:
+  """For fits nobody resumes (benchmarks, test fixtures): the loop's checkpointer, doing nothing."""
+  directory = None
+
+  def latest_step(self):
+    return None
+
+  def save(self, *args, **kwargs):
+    del args, kwargs
+
+  def wait(self):
+    pass
+
+  def close(self):
+    pass
+
+  def restore_latest_intact(self, target):
+    del target
+
+
+def _batches(data, batch_size, seed):
+  """start_step → stream: an in-memory split by (seed, step), or a callable as it is."""
+  if hasattr(data, "images"):
+    return lambda start: sources.split_stream(data, batch_size, seed, start)
+  return data
+
+
+def fit(loss_fn, params, data, *, steps, batch_size, learning_rate, seed, mesh, name,
+        log_every=500, run_dir=None, checkpoint_every=CHECKPOINT_EVERY):
+  """Adam with cosine decay on `loss_fn(params, batch, rng, step) -> (loss, aux)`.
+
+  `data` is an in-memory split (batches drawn by (seed, step)) or a function
+  start_step → iterator of this process's rows of each global batch. With
+  `run_dir`, the fit checkpoints there and resumes from it; without, it is a
+  throwaway fit (nothing written).
+  """
+  sharding.check_batch_size(batch_size, mesh, f"{name} batch size")
+  tx = optax.adam(optax.cosine_decay_schedule(learning_rate, max(steps, 1)))
+  repl, rows_sharded = sharding.replicated(mesh), sharding.batch_sharded(mesh)
+  rng = jax.random.key(seed)
+
+  def step_fn(state, batch, rng):
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params, batch, jax.random.fold_in(rng, state.step), state.step)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    new_state = state_lib.TrainState(state.step + 1, optax.apply_updates(state.params, updates),
+                                     opt_state)
+    return new_state, {"loss": loss, **aux}
+
+  step_fn = jax.jit(step_fn, in_shardings=(repl, rows_sharded, repl), out_shardings=repl,
+                    donate_argnums=(0,))
+  state = sharding.replicate(mesh, state_lib.TrainState(jnp.asarray(0, jnp.int32), params,
+                                                        tx.init(params)))
+  schedule = loop.Schedule(steps, log_every, checkpoint_every)
+  if run_dir is None:
+    ckpt, writer = NoCheckpoints(), metrics.MetricWriter(".", enabled=False)
+  else:
+    part_dir = epath.Path(run_dir)
+    ckpt, writer = loop.checkpoints_of(part_dir, keep=1), metrics.MetricWriter(part_dir)
+  try:
+    state = loop.restore_or_start(ckpt, state)
+    state = loop.train(state, lambda s, b: step_fn(s, b, rng), _batches(data, batch_size, seed),
+                       ckpt, writer, schedule, mesh, name=name, meta={"part": name})
+  finally:
+    ckpt.close()
+    writer.close()
+  return state.params
+
+
+def labeler_loss(labeler):
+  """Cross-entropy of the labeler module on a labelled batch, for `fit`."""
+
+  def loss(params, batch, rng, step):
+    del rng, step
+    logits = labeler.apply(params, batch["image"])
+    return losses.cross_entropy(logits, batch["label"]), {
+        "accuracy": losses.accuracy(logits, batch["label"])}
+
+  return loss
+
+
+def image_vae_loss(generator, tconfig):
+  """Negative ELBO of the image VAE (fixed-variance Gaussian, β·KL after a warm-up), for fit."""
+
+  def loss(params, batch, rng, step):
+    warmup = jnp.minimum(1.0, (step + 1) / max(tconfig.kl_warmup_steps, 1))
+    recon, mean, logvar = generator.apply(params, batch["image"], rng)
+    value, nll, kl = losses.gaussian_vae_loss(batch["image"], recon, mean, logvar,
+                                              tconfig.pixel_sigma, tconfig.beta * warmup)
+    return value, {"recon_nll": nll, "kl_nats": kl}
+
+  return loss
+
+
+def train(tconfig, dataset, mesh, seed=0, run_dir=None):
+  """Trains generator and labeler on the full train split; returns (meta, params, report).
+
+  `dataset` is an in-memory data.Dataset or a data.sources source (TFDS streams).
+  With `run_dir`, each part checkpoints in run_dir/<part> and resumes from there.
+  """
+  meta = dict(generator=tconfig.generator, labeler=tconfig.labeler,
+              latent_dim=int(tconfig.latent_dim), image_shape=list(dataset.image_shape),
+              num_classes=int(dataset.num_classes), pixel_range=list(dataset.pixel_range))
+  is_text = getattr(dataset, "vocabulary", None) is not None
+  if is_text:
+    meta.update(vocab_size=len(dataset.vocabulary), input_dtype="int32",
+                vocabulary_fingerprint=teacher.vocabulary_fingerprint(dataset.vocabulary))
+  generator, labeler = teacher.build_modules(meta)
+  params = teacher.init_params(meta, jax.random.key(tconfig.seed + seed))
+  part_seed = tconfig.seed + seed
+  common = dict(batch_size=tconfig.batch_size, learning_rate=tconfig.learning_rate,
+                seed=part_seed, mesh=mesh, log_every=tconfig.get("log_every", 500),
+                checkpoint_every=tconfig.get("checkpoint_every", CHECKPOINT_EVERY))
+  if hasattr(dataset, "teacher_batches"):
+    train_data = lambda start: dataset.teacher_batches(tconfig.batch_size, part_seed, start)
+    report_split = dataset.sample(dataset.eval_split_names[0], REPORT_EXAMPLES)
+  else:
+    train_data = dataset.splits["train"]
+    report_split = dataset.splits["test"]
+  part_dir = lambda part: None if run_dir is None else str(epath.Path(run_dir) / part)
+
+  vae_loss = (text_teacher.sequence_vae_loss(generator, tconfig) if is_text
+              else image_vae_loss(generator, tconfig))
+  params["generator"] = fit(vae_loss, params["generator"], train_data,
+                            steps=tconfig.generator_steps, name="generator",
+                            run_dir=part_dir("generator"), **common)
+  params["labeler"] = fit(labeler_loss(labeler), params["labeler"], train_data,
+                          steps=tconfig.labeler_steps, name="labeler",
+                          run_dir=part_dir("labeler"), **common)
+  report = (text_teacher.evaluate if is_text else evaluate)(meta, params, report_split, mesh)
+  return meta, params, report
+
+
+def evaluate(meta, params, split, mesh, seed=0):
+  """The teacher's quality figures on `split` (the test split in the job)."""
+  fns = teacher.as_functions(meta)
+  generator, _ = teacher.build_modules(meta)
+
+  @jax.jit
+  def figures(params, images, rng):
+    mean, logvar = generator.apply(params["generator"], images, method=generator.encode)
+    recon = fns.decode(params, mean)
+    out = {"logits": fns.label(params, images), "recon_logits": fns.label(params, recon),
+           "recon_sq_error": jnp.mean(jnp.square(recon - images), axis=(1, 2, 3)),
+           "kl_nats": losses.gaussian_kl(mean, logvar)}
+    for i, sigma in enumerate(LABEL_KEPT_SIGMAS):
+      noisy = fns.decode(params, mean + sigma * jax.random.normal(
+          jax.random.fold_in(rng, i), mean.shape))
+      out[f"noisy_logits_{sigma}"] = fns.label(params, noisy)
+    return out
+
+  params = sharding.replicate(mesh, params)
+  out = jax.device_get(figures(params, jnp.asarray(split.images), jax.random.key(seed)))
+  labels, num_classes = split.labels, meta["num_classes"]
+  truth = np.argmax(out["logits"], -1)   # the labeler's own label, for "label kept"
+  report = {
+      "labeler_test_accuracy": evaluation.balanced_accuracy(truth, labels, num_classes),
+      "labeler_accuracy_on_reconstructions": evaluation.balanced_accuracy(
+          np.argmax(out["recon_logits"], -1), labels, num_classes),
+      "reconstruction_mse": float(np.mean(out["recon_sq_error"])),
+      "latent_kl_nats": float(np.mean(out["kl_nats"])),
+  }
+  for sigma in LABEL_KEPT_SIGMAS:
+    kept = np.argmax(out[f"noisy_logits_{sigma}"], -1) == truth
+    report[f"label_kept_at_sigma_{sigma}"] = float(np.mean(kept))
+  return report
+
+
+def run_teacher_job(config, workdir):
+  """The teacher job: train (resuming), report, save to teacher.dir (default WORKDIR/teacher)."""
+  source = sources.make_source(config, with_subset=False)
+  mesh = sharding.make_mesh()
+  start = time.time()
+  directory = teacher_dir(config, workdir)
+  meta, params, report = train(config.teacher, source, mesh, seed=config.seed,
+                               run_dir=run_dir_of(directory))
+  meta["report"] = report
+  teacher.save(directory, meta, params)
+  if source.vocabulary is not None and jax.process_index() == 0:
+    samples = text_teacher.teacher_samples(meta, params, source.sample("test", 16), mesh,
+                                           source.vocabulary, source.class_names)
+    (epath.Path(directory) / "samples.txt").write_text(samples)
+  results = {"job": "teacher", "teacher_dir": directory, "seed": config.seed,
+             "wall_time_sec": time.time() - start, **report}
+  return artifacts.write_results(workdir, results)
+
