@@ -20,6 +20,7 @@ import time
 import uuid
 
 import jax
+import numpy as np
 from etils import epath
 
 IDENTITY_FILE = "run_identity.json"
@@ -187,7 +188,8 @@ _HELD_TOKENS = set()           # the locks this process holds (its own PID is no
 
 
 class WorkdirLock(contextlib.AbstractContextManager):
-  """Held while a job runs in `workdir` (process 0 only; a no-op on the other processes).
+  """Held while a job runs in `workdir` (by process 0; on a pod all processes learn whether
+  it got the lock, so all raise WorkdirInUse together).
 
   The lock is `workdir/LOCK`, JSON {pid, host, start time, argv}. Locally it is
   created with O_CREAT|O_EXCL, so of two starts exactly one gets it; the other
@@ -197,8 +199,9 @@ class WorkdirLock(contextlib.AbstractContextManager):
   gone. On gs:// (no exclusive create) it is best effort: write if absent, wait a
   moment, read back and compare a random token; two starts within that moment can
   both win. The file is removed on exit, also on an exception or SystemExit; while
-  held, a SIGTERM with no handler of its own raises SystemExit(143) so that it too
-  unwinds and releases the lock (a SIGKILL leaves a stale lock, taken over later).
+  held by a single-process run, a SIGTERM with no handler of its own raises
+  SystemExit(143) so that it too unwinds and releases the lock (a SIGKILL leaves a
+  stale lock, taken over later).
   """
 
   READ_BACK_DELAY_S = 1.0
@@ -211,8 +214,23 @@ class WorkdirLock(contextlib.AbstractContextManager):
     self._previous_sigterm = None
 
   def __enter__(self):
-    if jax.process_index() != 0:
-      return self
+    error = None
+    if jax.process_index() == 0:
+      try:
+        self._acquire()
+      except WorkdirInUse as e:
+        error = e
+    if jax.process_count() > 1:    # all stop together, or the others wait at a collective
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      refused = int(multihost_utils.broadcast_one_to_all(np.int32(error is not None)))
+      if refused and error is None:
+        raise WorkdirInUse(f"workdir {os.fspath(self.workdir)} is in use: process 0 could not "
+                           "take its lock (its log says by whom); use another --workdir.")
+    if error is not None:
+      raise error
+    return self
+
+  def _acquire(self):
     record = {"pid": os.getpid(), "host": socket.gethostname(),
               "start_time": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "start_unix": time.time(),
               "argv": list(sys.argv), "proc_start": _proc_stat(os.getpid())[1],
@@ -221,14 +239,16 @@ class WorkdirLock(contextlib.AbstractContextManager):
       if self._try_create(record):
         self._token = record["token"]
         _HELD_TOKENS.add(self._token)
-        self._install_sigterm()
-        return self
+        if jax.process_count() == 1:   # on a pod, JAX's own SIGTERM notice must stay in place
+          self._install_sigterm()
+        return
       holder = self._read_holder()
       if not self._is_stale(holder):
         raise WorkdirInUse(self._in_use_message(holder))
-      logging.warning("Taking over the stale lock %s of PID %s on host %s (started %s): that "
-                      "process is gone.", os.fspath(self.path), holder.get("pid"),
-                      holder.get("host"), holder.get("start_time"))
+      if not holder.get("gone"):
+        logging.warning("Taking over the stale lock %s of PID %s on host %s (started %s): that "
+                        "process is gone.", os.fspath(self.path), holder.get("pid"),
+                        holder.get("host"), holder.get("start_time"))
       self._remove_if(holder.get("token"))
     raise WorkdirInUse(f"Could not take the lock {os.fspath(self.path)}: other starts keep "
                        "taking it; use another --workdir.")
