@@ -41,13 +41,28 @@ def test_prepare_names_a_path_whose_parent_is_a_file(tmp_path):
     workdir.prepare(tmp_path / "f" / "run")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def _unwritable_parent(tmp_path):
+  """A directory this user may not create entries in (root: sysfs, where even root may not)."""
+  if os.geteuid() != 0:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    return str(locked)
+  try:
+    os.mkdir("/sys/tgt_jax_probe")
+  except PermissionError:
+    return "/sys"
+  except OSError:
+    pass
+  else:
+    os.rmdir("/sys/tgt_jax_probe")
+  pytest.skip("no directory here refuses root")
+
+
 def test_prepare_names_a_path_without_permission(tmp_path):
-  locked = tmp_path / "locked"
-  locked.mkdir(mode=0o500)
-  with pytest.raises(workdir.WorkdirError, match=r"^--workdir '.*/locked/run' cannot be created: "
+  parent = _unwritable_parent(tmp_path)
+  with pytest.raises(workdir.WorkdirError, match=rf"^--workdir '{parent}/run' cannot be created: "
                                                  r"PermissionError"):
-    workdir.prepare(locked / "run")
+    workdir.prepare(os.path.join(parent, "run"))
 
 
 # -- identity -----------------------------------------------------------------------------
