@@ -100,3 +100,12 @@ def test_params_that_do_not_read_name_the_path_in_a_few_lines(tmp_path, tiny_tea
     teacher.load(str(directory), (8, 8, 1), 10)
   assert len(str(e.value).splitlines()) == 1 and len(str(e.value)) < 500
   assert e.value.__cause__ is None and e.value.__suppress_context__
+
+
+def test_fingerprint_tells_teachers_apart(tmp_path):
+  assert teacher.fingerprint(tmp_path) is None
+  (tmp_path / "teacher.json").write_text('{"latent_dim": 16}')
+  first = teacher.fingerprint(tmp_path)
+  assert len(first) == 16 and teacher.fingerprint(str(tmp_path)) == first
+  (tmp_path / "teacher.json").write_text('{"latent_dim": 32}')
+  assert teacher.fingerprint(tmp_path) != first

@@ -97,6 +97,13 @@ def read_meta(directory):
   return meta
 
 
+def fingerprint(directory):
+  """A short hash of teacher.json (models, shapes, training report), or None where absent:
+  which teacher a run used, for its run identity (workdir.record_or_check)."""
+  path = epath.Path(directory, META_FILE)
+  return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.exists() else None
+
+
 def vocabulary_fingerprint(vocabulary):
   """A short hash of the token list: a text teacher fits only data with the same vocabulary."""
   return hashlib.sha256("\n".join(vocabulary).encode()).hexdigest()[:16]
