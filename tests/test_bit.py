@@ -12,7 +12,14 @@ from tgt_jax.models.weight_files import WeightFileError
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "pretrained", "bit")
 NPZ = os.path.join(FIXTURES, "tiny_bit.npz")
-GROUPS = 8        # the tiny fixture's GroupNorm groups (BiT's own files use 32, the default)
+GROUPS = 4        # the tiny fixture's GroupNorm groups (BiT's own files use 32, the default)
+# XLA's CPU compile dominates these tests; its backend optimisation level 0 halves it and
+# changes the logits by ~1e-7 (the float32 comparison below still holds to 1e-4).
+FAST = {"xla_backend_optimization_level": 0}
+
+
+def _jit(model):
+  return jax.jit(model.apply, compiler_options=FAST)
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +30,8 @@ def reference():
 
 @pytest.fixture(scope="module")
 def loaded():
-  return bit.load_bit_npz(NPZ, groups=GROUPS)
+  model, variables = bit.load_bit_npz(NPZ, groups=GROUPS)
+  return model, variables, _jit(model)     # one jitted apply: each input shape compiles once
 
 
 @pytest.fixture(scope="module")
@@ -39,55 +47,54 @@ def _save(tmp_path, tensors, name="damaged.npz"):
 
 
 def test_architecture_is_read_from_the_file(loaded):
-  model, variables = loaded
-  assert (model.stage_sizes, model.width, model.num_classes) == ((1, 1, 1, 1), 0.125, 10)
+  model, variables, _ = loaded
+  assert (model.stage_sizes, model.width, model.num_classes) == ((2, 1, 1), 0.125, 10)
   params = variables["params"]
   assert params["block1"]["unit01"]["a"]["proj"]["standardized_conv2d"]["kernel"].shape == (
       1, 1, 8, 32)
-  assert params["head"]["conv2d"]["kernel"].shape == (1, 1, 256, 10)
+  assert "proj" not in params["block1"]["unit02"]["a"]     # identity shortcut
+  assert params["head"]["conv2d"]["kernel"].shape == (1, 1, 128, 10)
 
 
-@pytest.mark.parametrize("size", [64, 57])
+@pytest.mark.parametrize("size", [40, 33])
 def test_logits_match_timm(loaded, reference, size):
-  model, variables = loaded
-  logits = jax.jit(model.apply)(variables, reference[f"x{size}"])
+  _, variables, apply = loaded
+  logits = apply(variables, reference[f"x{size}"])
   assert logits.dtype == jnp.float32
   np.testing.assert_allclose(logits, reference[f"logits{size}"], rtol=0, atol=1e-4)
 
 
 def test_minus_inf_pool_padding_is_not_bit(loaded, reference):
   """The fixture sees the stem pool's padding: big_vision's -inf is not what timm/BiT compute."""
-  _, variables = loaded
-  model = bit.BiTResNetV2(10, (1, 1, 1, 1), 0.125, groups=GROUPS, pool_padding="-inf")
-  logits = jax.jit(model.apply)(variables, reference["x64"])
-  assert np.abs(logits - reference["logits64"]).max() > 1e-3
+  _, variables, _ = loaded
+  model = bit.BiTResNetV2(10, (2, 1, 1), 0.125, groups=GROUPS, pool_padding="-inf")
+  logits = _jit(model)(variables, reference["x40"])
+  assert np.abs(logits - reference["logits40"]).max() > 1e-3
 
 
 def test_bf16_compute_runs(reference):
   model, variables = bit.load_bit_npz(NPZ, groups=GROUPS, dtype=jnp.bfloat16)
   assert {a.dtype for a in jax.tree.leaves(variables)} == {np.dtype(np.float32)}
-  logits = jax.jit(model.apply)(variables, reference["x64"])
-  want = reference["logits64"]
+  logits = _jit(model)(variables, reference["x40"])
+  want = reference["logits40"]
   assert logits.dtype == jnp.float32 and np.all(np.isfinite(logits))
   assert np.abs(logits - want).max() < 0.1 * np.abs(want).max()
 
 
 def test_examples_do_not_mix(loaded, reference):
-  model, variables = loaded
-  x = reference["x64"]
+  _, variables, apply = loaded
+  x = reference["x40"]
   changed = x.copy()
   changed[1] = -changed[1]
-  apply = jax.jit(model.apply)
   np.testing.assert_array_equal(apply(variables, x)[0], apply(variables, changed)[0])
 
 
 def test_weight_standardisation_ignores_kernel_scale(loaded, reference):
-  model, variables = loaded
+  _, variables, apply = loaded
   scaled = jax.tree_util.tree_map_with_path(
       lambda p, a: 5 * a - 0.1 if "standardized_conv2d" in jax.tree_util.keystr(p) else a,
       variables)
-  apply = jax.jit(model.apply)
-  np.testing.assert_allclose(apply(scaled, reference["x57"]), reference["logits57"], atol=1e-4)
+  np.testing.assert_allclose(apply(scaled, reference["x33"]), reference["logits33"], atol=1e-4)
 
 
 def test_input_spec():
@@ -95,15 +102,7 @@ def test_input_spec():
   assert (spec.resolution, spec.value_range) == (224, (-1.0, 1.0))
   x = jnp.linspace(-1, 1, 12).reshape(1, 2, 2, 3)
   np.testing.assert_allclose(spec.normalize(x), x, atol=1e-6)     # BiT's (x01 - .5) / .5
-  prepared = spec.prepare(jnp.full((2, 32, 32, 3), 0.75))          # [0, 1] → [-1, 1], 224 px
-  assert prepared.shape == (2, 224, 224, 3)
-  np.testing.assert_allclose(prepared, 0.5, atol=1e-5)
-
-
-def test_r50x1_parameter_count():
-  model = bit.BiTResNetV2(1000, bit.stage_sizes_of(50), 1)
-  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
-  assert sum(a.size for a in jax.tree.leaves(shapes)) == 25_549_352
+  np.testing.assert_allclose(spec.from_range(jnp.array([0.0, 0.25, 1.0])), [-1, -0.5, 1])
 
 
 def test_missing_file(tmp_path):
@@ -151,7 +150,7 @@ def test_wrong_shape_is_named(tmp_path, tensors):
 
 
 def test_another_depth_than_requested_is_refused():
-  with pytest.raises(WeightFileError, match=r"holds BiT R14x0.125 .*\(1, 1, 1, 1\).*not the "
+  with pytest.raises(WeightFileError, match=r"holds BiT R14x0.125 .*\(2, 1, 1\).*not the "
                                             r"requested R50 \(3, 4, 6, 3\)"):
     bit.load_bit_npz(NPZ, depth=50, groups=GROUPS)
 
@@ -164,9 +163,9 @@ def test_another_width_or_head_than_requested_is_refused():
 
 
 def test_matching_request_loads():
-  model, _ = bit.load_bit_npz(NPZ, depth=(1, 1, 1, 1), width=0.125, num_classes=10,
+  model, _ = bit.load_bit_npz(NPZ, depth=(2, 1, 1), width=1 / 8, num_classes=10,
                               groups=GROUPS)
-  assert model.stage_sizes == (1, 1, 1, 1)
+  assert model.stage_sizes == (2, 1, 1)
 
 
 def test_unknown_depth():

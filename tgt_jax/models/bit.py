@@ -125,13 +125,14 @@ class _NormActConv(nn.Module):
   std_eps: float
   dtype: Any
   proj_features: int = 0
+  proj_strides: int = 1
 
   @nn.compact
   def __call__(self, x):
     x = nn.relu(GroupNorm(self.groups, self.gn_eps, self.dtype, name="group_norm")(x))
     shortcut = None
     if self.proj_features:
-      shortcut = _ConvScope(self.proj_features, 1, self.strides, self.std_eps, self.dtype,
+      shortcut = _ConvScope(self.proj_features, 1, self.proj_strides, self.std_eps, self.dtype,
                             name="proj")(x)
     y = _std_conv(self.features, self.kernel, self.strides, self.std_eps, self.dtype)(x)
     return y, shortcut
@@ -151,7 +152,7 @@ class _Unit(nn.Module):
   def __call__(self, x):
     common = dict(groups=self.groups, gn_eps=self.gn_eps, std_eps=self.std_eps, dtype=self.dtype)
     y, shortcut = _NormActConv(self.mid, 1, 1, proj_features=4 * self.mid if self.project else 0,
-                               name="a", **common)(x)
+                               proj_strides=self.strides, name="a", **common)(x)
     y, _ = _NormActConv(self.mid, 3, self.strides, name="b", **common)(y)
     y, _ = _NormActConv(4 * self.mid, 1, 1, name="c", **common)(y)
     return y + (x if shortcut is None else shortcut)

@@ -121,7 +121,9 @@ class _Layer(nn.Module):
 class TimmResNet(nn.Module):
   """timm's ResNet in inference mode; `num_classes=None` returns the pooled features.
 
-  Takes NHWC images in [-1, 1] (`input_spec`), returns float32 logits.
+  `channels` are the stages' planes (timm's `channels`), `base_width` the
+  bottleneck width per 64 planes (wide_resnet*: 128). Takes NHWC images in
+  [-1, 1] (`input_spec`), returns float32 logits.
   Variables: `params` (float32) and `batch_stats` (running mean / var);
   `dtype` is the compute dtype.
   """
@@ -129,7 +131,6 @@ class TimmResNet(nn.Module):
   stage_sizes: Sequence[int] = (3, 4, 6, 3)
   bottleneck: bool = True
   channels: Sequence[int] = (64, 128, 256, 512)
-  stem_width: int = 64
   base_width: int = 64
   dtype: Any = jnp.float32
 
@@ -140,7 +141,7 @@ class TimmResNet(nn.Module):
   @nn.compact
   def __call__(self, x):
     x = TIMM_INPUT.normalize(jnp.asarray(x, jnp.float32)).astype(self.dtype)
-    x = _conv(self.stem_width, 7, 2, "conv1", self.dtype)(x)
+    x = _conv(64, 7, 2, "conv1", self.dtype)(x)     # timm's plain stem is always 64 wide
     x = nn.relu(_bn("bn1", self.dtype)(x))
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))   # pads with -inf
     for i, (blocks, planes) in enumerate(zip(self.stage_sizes, self.channels)):
