@@ -38,9 +38,6 @@ import numpy as np
 from tgt_jax import configlib, teacher
 from tgt_jax.teachers import retrieval as retrieval_teacher
 from tgt_jax import jobs
-from tgt_jax.engine import state as state_lib
-from tgt_jax.tasks import classification
-from tgt_jax.tasks import retrieval as train_retrieval
 from tgt_jax.data import reverse_dictionary
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

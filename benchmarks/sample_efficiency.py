@@ -55,8 +55,6 @@ from benchmarks import se_report
 from tgt_jax import configlib, sharding, teacher, tgt
 from tgt_jax.data import datasets
 from tgt_jax.evaluation import classification as evaluation
-from tgt_jax import jobs
-from tgt_jax.engine import state as state_lib
 from tgt_jax.tasks import classification
 from tgt_jax.teachers import training
 from tgt_jax.data import sources, subsets

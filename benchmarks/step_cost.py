@@ -51,10 +51,9 @@ import numpy as np
 
 from tgt_jax import configlib, models, sharding, teacher, tgt
 from tgt_jax.data import datasets
-from tgt_jax import jobs
 from tgt_jax.engine import state as state_lib
 from tgt_jax.tasks import classification
-from tgt_jax.data import sources, subsets
+from tgt_jax.data import subsets
 
 # As configs/digits.py: the schedule's length and the real loop's labelled subset.
 TOTAL_STEPS = 2000

@@ -36,8 +36,6 @@ import numpy as np
 from benchmarks.sample_efficiency import RunLog
 from tgt_jax import configlib
 from tgt_jax import jobs
-from tgt_jax.engine import state as state_lib
-from tgt_jax.tasks import classification
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "wordnet.py")
 FIXTURE = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "wordnet")

@@ -9,7 +9,6 @@ import tensorflow_datasets as tfds
 from tgt_jax import configlib
 from tgt_jax import jobs
 from tgt_jax.engine import state as state_lib
-from tgt_jax.tasks import classification
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
 

@@ -15,7 +15,6 @@ import pytest
 from tgt_jax import checkpointing, sharding
 from tgt_jax.data import datasets
 from tgt_jax import jobs
-from tgt_jax.engine import state as state_lib
 from tgt_jax.tasks import classification
 
 from conftest import digits_config

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from tgt_jax import models, sharding, teacher, tgt
-from tgt_jax import jobs
 from tgt_jax.engine import state as state_lib
 from tgt_jax.tasks import classification
 

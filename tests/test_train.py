@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from tgt_jax import jobs
-from tgt_jax.engine import state as state_lib
 from tgt_jax.tasks import classification
 from tgt_jax.data import sources
 

@@ -14,8 +14,6 @@ from tgt_jax.evaluation import retrieval
 from tgt_jax.teachers import retrieval as retrieval_teacher
 from tgt_jax.tasks import retrieval_step
 from tgt_jax import jobs
-from tgt_jax.engine import state as state_lib
-from tgt_jax.tasks import classification
 from tgt_jax.tasks import retrieval as train_retrieval
 from tgt_jax.data import reverse_dictionary, wordnet
 from tgt_jax.models import dual_encoder

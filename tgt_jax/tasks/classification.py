@@ -166,20 +166,19 @@ def _train(config, cfg, mesh, student, tx, state, teacher, source, ckpt, writer,
   fill = float(source.pixel_range[0])        # the background of digits: black
   step = make_train_step(student.apply, tx, cfg, teacher.functions, mesh, source.step_augment,
                          fill)
-  probe_fn = None
-  if cfg.uses_synthetic:
-    explore = probe.make_probe(student.apply, cfg, teacher.functions, mesh, config.grid_examples,
-                               source.step_augment, fill)
+  explore = (probe.make_probe(student.apply, cfg, teacher.functions, mesh, config.grid_examples,
+                              source.step_augment, fill) if cfg.uses_synthetic else None)
 
-    def probe_fn(state, batch, step_number):
-      stats, samples = jax.device_get(explore(state, teacher.params, batch, step_key))
-      probe.write_samples(writer, step_number, samples, source, cfg.num_samples)
-      return stats
+  def probe_fn(state, batch, step_number):
+    """Exploration diagnostics and the samples grid (methods with synthetic inputs only)."""
+    stats, samples = jax.device_get(explore(state, teacher.params, batch, step_key))
+    probe.write_samples(writer, step_number, samples, source, cfg.num_samples)
+    return stats
 
   return loop.train(
       state, lambda s, b: step(s, teacher.params, b, step_key),
       functools.partial(student_batches, source, cfg, config.batch_size), ckpt, writer,
-      loop.Schedule.of(config), mesh, probe=probe_fn,
+      loop.Schedule.of(config), mesh, probe=probe_fn if explore is not None else None,
       evaluate=lambda p: {"validation/balanced_accuracy":
                           evaluate(p, "validation")["balanced_accuracy"]},
       meta={"method": cfg.method})
