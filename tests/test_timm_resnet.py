@@ -95,12 +95,11 @@ def test_input_spec_and_preprocess():
   np.testing.assert_allclose(spec.normalize(x)[..., 0], 0.0, atol=1e-5)
 
 
-def test_resnet_parameter_counts():
-  """timm's / torchvision's counts (weights only; running statistics are batch_stats)."""
-  for arch, want in (("resnet18", 11_689_512), ("resnet50", 25_557_032)):
-    model = timm_resnet.model_for(arch, 1000)
-    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
-    assert sum(a.size for a in jax.tree.leaves(shapes["params"])) == want
+def test_resnet50_parameter_count():
+  """timm's / torchvision's count (weights only; running statistics are batch_stats)."""
+  model = timm_resnet.model_for("resnet50", 1000)
+  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+  assert sum(a.size for a in jax.tree.leaves(shapes["params"])) == 25_557_032
 
 
 def test_missing_file(tmp_path):

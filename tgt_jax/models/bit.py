@@ -17,9 +17,10 @@ Numerics that decide whether published weights reproduce their accuracy:
   * stem: 7×7/2 conv padded 3, then a 3×3/2 max-pool over the raw (not
     normalised, not ReLU'd, so partly negative) conv output. BiT's released
     code and timm's `resnetv2_*_bit` (stem 'fixed') pad that pool with ZEROS,
-    big_vision's port pads with -inf; they differ on border pixels only.
-    `pool_padding` picks one ('zero', the default, matches the code the
-    weights were published with; '-inf' matches big_vision).
+    big_vision's port (`bit_paper`) pads with -inf; they differ on border
+    pixels only (0.02 on the tiny test fixture's logits). `pool_padding`
+    picks one: 'zero' (default) is what BiT's published code and timm compute;
+    '-inf' what a checkpoint trained or fine-tuned in big_vision saw.
 Input: 224 px, pixels in [-1, 1] (BiT's (x - 0.5) / 0.5), see `BIT_INPUT`.
 """
 
