@@ -12,7 +12,7 @@ Commands behind benchmarks/results/retrieval/ (repo root, 2 CPU cores; README "R
 Other flags: --seeds --methods --num_pairs --steps --data_dir --teacher_dir
   --retrieval_teacher_dir --out, --cached_only (tabulate finished runs, train none).
 
-Every run is the real student job (train_retrieval.train_and_evaluate) of
+Every run is the real student job (jobs.run with job=retrieval) of
 configs/wordnet_retrieval.py with one shared text teacher (the sequence VAE of
 configs/wordnet.py:job=teacher) and one shared retrieval teacher (dual_large on
 every train pair), both trained first into OUT/ if missing. Every method sees the

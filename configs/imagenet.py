@@ -2,7 +2,7 @@ r"""TGT on ImageNet: a ResNet-50 student and a BigBiGAN-shaped teacher loaded fr
 
 The teacher's encoder E (image → 120-d latent), generator G (latent → 128×128 image
 in [-1, 1]) and labeler T come from three directories given in config.teacher
-(tgt_jax/teacher_components.py describes the format; convert your BigBiGAN and
+(tgt_jax/teachers/components.py describes the format; convert your BigBiGAN and
 classifier weights into it once — nothing is downloaded). G's output is resized to
 the student's 224 px, and inputs are resized to what E and T expect. The student
 computes in bfloat16; SGD (or LAMB) with warm-up and cosine decay, durations in

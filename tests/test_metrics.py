@@ -142,7 +142,7 @@ def test_duration():
   assert metrics.duration(float("nan")) == metrics.duration(None) == "?"
 
 
-# results.json payloads with the keys each job writes (train.py, train_retrieval.py, pretrain.py)
+# results.json payloads with the keys each job writes (tasks/classification.py, tasks/retrieval.py, tasks/pretrain.py)
 STUDENT = {
     "job": "student", "eval_only": False, "checkpoint_step": 500, "method": "tgt_random", "seed": 0,
     "student_model": "mlp",

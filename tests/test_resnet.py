@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tgt_jax import models
-from tgt_jax.teacher_components import random_params
+from tgt_jax.teachers.components import random_params
 from tgt_jax.models.resnet import ResNet, num_groups
 
 

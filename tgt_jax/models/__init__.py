@@ -3,7 +3,7 @@
 `classifier(name, num_classes)` builds students and labelers;
 `generator(name, image_shape, latent_dim)` builds generative teachers;
 `encoder(name, latent_dim)` builds stand-alone encoders (a teacher from parts,
-see tgt_jax/teacher_components.py). `dtype` (compute dtype, e.g. jnp.bfloat16)
+see tgt_jax/teachers/components.py). `dtype` (compute dtype, e.g. jnp.bfloat16)
 is passed only to models that have one; parameters always stay float32. Text
 models (models/text.py) also take `vocab_size`, which the data decides.
 """
