@@ -17,6 +17,7 @@ softmax run in float32, and encode/decode return float32.
 """
 
 import dataclasses
+import functools
 import re
 from typing import Any, Tuple
 
@@ -311,9 +312,15 @@ class AutoencoderKL(nn.Module):
 
 def abstract_params(module):
   """The module's parameter tree as shapes (jax.eval_shape: nothing is computed)."""
-  side = 2 ** len(module.config.block_out_channels)
-  x = jax.ShapeDtypeStruct((1, side, side, module.config.in_channels), jnp.float32)
-  return jax.eval_shape(module.init, jax.random.key(0), x)["params"]
+  return _abstract_params(module.config)
+
+
+@functools.lru_cache(maxsize=16)
+def _abstract_params(config):
+  """Parameters are float32 whatever the compute dtype: one trace per config is enough."""
+  side = 2 ** len(config.block_out_channels)
+  x = jax.ShapeDtypeStruct((1, side, side, config.in_channels), jnp.float32)
+  return jax.eval_shape(AutoencoderKL(config).init, jax.random.key(0), x)["params"]
 
 
 # Attention names before diffusers 0.15 (still in many published files, e.g. sd-vae-ft-mse).
