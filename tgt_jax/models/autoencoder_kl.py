@@ -323,7 +323,7 @@ def _abstract_params(config):
   return jax.eval_shape(AutoencoderKL(config).init, jax.random.key(0), x)["params"]
 
 
-# Attention names before diffusers 0.15 (still in many published files, e.g. sd-vae-ft-mse).
+# Attention names of files saved by older diffusers (AttentionBlock), still common on the hub.
 _OLD_ATTENTION = {"to_q": "query", "to_k": "key", "to_v": "value", "to_out.0": "proj_attn"}
 
 
