@@ -52,8 +52,8 @@ class NoCheckpoints:
   def close(self):
     pass
 
-  def restore_latest_intact(self, target):
-    del target
+  def restore_latest_intact(self, target, may_move=True):
+    del target, may_move
 
 
 def _batches(data, batch_size, seed):
