@@ -49,7 +49,7 @@ def restore_or_start(ckpt, state, eval_only=False, eval_step=0):
     return ckpt.restore(state, eval_step)[0]
   restored = ckpt.restore_latest_intact(state, may_move=not eval_only)
   if restored is None and eval_only:
-    raise FileNotFoundError(f"eval_only: no checkpoint in {ckpt.directory}.")
+    raise FileNotFoundError(f"eval_only: no student checkpoint in {ckpt.directory}.")
   return restored[0] if restored else state
 
 
