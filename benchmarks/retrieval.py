@@ -35,6 +35,7 @@ if __package__ in (None, ""):     # python benchmarks/retrieval.py
 import jax
 import numpy as np
 
+from benchmarks import seeds
 from tgt_jax import configlib, teacher
 from tgt_jax.teachers import retrieval as retrieval_teacher
 from tgt_jax import jobs
@@ -170,16 +171,10 @@ def lexical_reference(task, split="test", seed=0):
 
 def summarize(rows):
   """{(method, num_pairs): {metric: (mean, std), "seconds", "n"}} over seeds, in percent."""
-  groups = {}
-  for row in rows:
-    groups.setdefault((row["method"], row["num_pairs"]), []).append(row)
   out = {}
-  for key, group in groups.items():
-    entry = {"n": len(group), "seconds": float(np.mean([r["wall_time_sec"] for r in group]))}
-    for metric in METRICS:
-      values = 100 * np.array([r[metric] for r in group])
-      entry[metric] = (float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0)
-    out[key] = entry
+  for key, group in seeds.group_by(rows, "method", "num_pairs").items():
+    out[key] = {"n": len(group), "seconds": float(np.mean([r["wall_time_sec"] for r in group])),
+                **{m: seeds.mean_std([100 * r[m] for r in group]) for m in METRICS}}
   return out
 
 

@@ -48,7 +48,6 @@ if __package__ in (None, ""):     # python benchmarks/sample_efficiency.py
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import se_report

@@ -10,6 +10,8 @@ import os
 
 import numpy as np
 
+from benchmarks import seeds
+
 LABELS_PER_CLASS = {"k5": 5, "k10": 10, "k25": 25}
 GROUPS = ("head", "medium", "tail")
 
@@ -23,14 +25,11 @@ def _acc(row, group=None, split="test"):
 
 def summarize(rows):
   """{(arm, cell): {"mean", "std", "n", "seconds", group means}} over seeds."""
-  cells = {}
-  for row in rows:
-    cells.setdefault((row["arm"], row["cell"]), []).append(row)
   out = {}
-  for key, group in cells.items():
-    accs = np.array([_acc(r) for r in group])
-    entry = {"mean": float(accs.mean()), "std": float(accs.std(ddof=1)) if len(accs) > 1 else 0.0,
-             "n": len(accs), "seconds": float(np.mean([r["seconds"] for r in group])),
+  for key, group in seeds.group_by(rows, "arm", "cell").items():
+    mean, std = seeds.mean_std([_acc(r) for r in group])
+    entry = {"mean": mean, "std": std,
+             "n": len(group), "seconds": float(np.mean([r["seconds"] for r in group])),
              "augment": group[0]["augment"]}
     for g in GROUPS:
       entry[g] = float(np.mean([_acc(r, g) for r in group]))

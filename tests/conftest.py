@@ -36,3 +36,29 @@ def tiny_teacher_dir(tmp_path_factory, digits):
   meta["report"] = report
   teacher.save(directory, meta, params)
   return str(directory)
+
+
+def assert_names_missing_and_unused(load, tensors, missing, unused):
+  """`load(damaged)` of `tensors` less the `missing` keys plus the `unused` ones must fail,
+  counting both kinds and naming every key: what a user needs to fix a weight file."""
+  from tgt_jax.models import weight_files  # pylint: disable=g-import-not-at-top
+  damaged = {k: v for k, v in tensors.items() if k not in missing}
+  assert len(damaged) == len(tensors) - len(missing), "a `missing` key is not in the file"
+  damaged.update(unused)
+  with pytest.raises(weight_files.WeightFileError) as e:
+    load(damaged)
+  message = str(e.value)
+  assert (f"{len(missing)} key(s) missing" in message
+          and f"{len(unused)} key(s) not used" in message), message
+  for key in (*missing, *unused):
+    assert key in message, (key, message)
+
+
+def assert_bf16_compute_close(apply, variables, x, want):
+  """A loaded labeler run in bfloat16: float32 params and logits, finite, within 10% of the
+  float32 reference's scale (bf16 has 8 mantissa bits; a broken cast is far off)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  assert {a.dtype for a in jax.tree.leaves(variables)} == {np.dtype(np.float32)}
+  logits = np.asarray(apply(variables, x))
+  assert logits.dtype == np.float32 and np.all(np.isfinite(logits))
+  assert np.abs(logits - want).max() < 0.1 * np.abs(want).max()

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from benchmarks import sample_efficiency, se_report, step_cost, text_classification
+from benchmarks import sample_efficiency, se_report, seeds, step_cost, text_classification
 
 
 def test_step_cost_smallest_setting(tmp_path, capsys):
@@ -93,3 +93,12 @@ def test_text_classification_smoke_writes_table_and_resumes(tmp_path, capsys):
   capsys.readouterr()
   text_classification.main(argv)                       # cached: nothing is trained again
   assert "(0 trained now)" in capsys.readouterr().out
+
+
+def test_seed_summaries():
+  rows = [{"arm": "a", "seed": 0, "x": 1.0}, {"arm": "b", "seed": 0, "x": 5.0},
+          {"arm": "a", "seed": 1, "x": 3.0}]
+  groups = seeds.group_by(rows, "arm")
+  assert list(groups) == [("a",), ("b",)] and [r["seed"] for r in groups[("a",)]] == [0, 1]
+  assert seeds.mean_std([1.0, 3.0]) == (2.0, pytest.approx(2 ** 0.5))
+  assert seeds.mean_std([5.0]) == (5.0, 0.0)

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import assert_bf16_compute_close, assert_names_missing_and_unused
 from tgt_jax.models import bit
 from tgt_jax.models.weight_files import WeightFileError
 
@@ -74,11 +75,7 @@ def test_minus_inf_pool_padding_is_not_bit(loaded, reference):
 
 def test_bf16_compute_runs(reference):
   model, variables = bit.load_bit_npz(NPZ, groups=GROUPS, dtype=jnp.bfloat16)
-  assert {a.dtype for a in jax.tree.leaves(variables)} == {np.dtype(np.float32)}
-  logits = _jit(model)(variables, reference["x40"])
-  want = reference["logits40"]
-  assert logits.dtype == jnp.float32 and np.all(np.isfinite(logits))
-  assert np.abs(logits - want).max() < 0.1 * np.abs(want).max()
+  assert_bf16_compute_close(_jit(model), variables, reference["x40"], reference["logits40"])
 
 
 def test_examples_do_not_mix(loaded, reference):
@@ -125,18 +122,11 @@ def test_not_a_bit_file(tmp_path):
 
 
 def test_missing_and_extra_keys_are_named(tmp_path, tensors):
-  damaged = dict(tensors)
-  del damaged["resnet/block2/unit01/b/group_norm/gamma"]
-  del damaged["resnet/group_norm/beta"]
-  damaged["resnet/block3/unit01/d/group_norm/gamma"] = np.ones(64, np.float32)
-  damaged["resnet/pre_logits/kernel"] = np.ones(3, np.float32)
-  with pytest.raises(WeightFileError) as e:
-    bit.load_bit_npz(_save(tmp_path, damaged), groups=GROUPS)
-  message = str(e.value)
-  assert "2 key(s) missing" in message and "2 key(s) not used" in message
-  for key in ("resnet/block2/unit01/b/group_norm/gamma", "resnet/group_norm/beta",
-              "resnet/block3/unit01/d/group_norm/gamma", "resnet/pre_logits/kernel"):
-    assert key in message
+  assert_names_missing_and_unused(
+      lambda damaged: bit.load_bit_npz(_save(tmp_path, damaged), groups=GROUPS), tensors,
+      missing=["resnet/block2/unit01/b/group_norm/gamma", "resnet/group_norm/beta"],
+      unused={"resnet/block3/unit01/d/group_norm/gamma": np.ones(64, np.float32),
+              "resnet/pre_logits/kernel": np.ones(3, np.float32)})
 
 
 def test_wrong_shape_is_named(tmp_path, tensors):

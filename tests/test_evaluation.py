@@ -243,3 +243,21 @@ def test_evaluate_counts_masked_rows_never():
   # F1: c0 2·3/(3 + 5 predicted) = 3/4; c1 2·4/(6 + 4) = 4/5; c2..c4 1 → (0.75 + 0.8 + 3) / 5
   assert out["macro_f1"] == pytest.approx(0.91)
   assert out["head_accuracy"] == pytest.approx(5 / 6) and out["tail_accuracy"] == 1.0
+
+
+def test_teacher_report_by_hand():
+  """4 inputs, 2 classes: the labeler says [0, 1, 1, 1] on real inputs, the truth is [0, 1, 0, 1]."""
+  def logits(labels):
+    return np.eye(2)[np.asarray(labels)]
+  out = {"logits": logits([0, 1, 1, 1]), "recon_logits": logits([0, 0, 0, 1]),
+         "kl_nats": np.array([1.0, 2.0, 3.0, 6.0])}
+  for i, sigma in enumerate(evaluation.LABEL_KEPT_SIGMAS):
+    out[f"noisy_logits_{sigma}"] = logits([0, 1, 1, 1] if i == 0 else [1, 1, 1, 0])
+  report = evaluation.teacher_report(out, np.array([0, 1, 0, 1]), 2)
+  assert report["labeler_test_accuracy"] == pytest.approx((1 / 2 + 2 / 2) / 2)
+  assert report["labeler_accuracy_on_reconstructions"] == pytest.approx((2 / 2 + 1 / 2) / 2)
+  assert report["latent_kl_nats"] == pytest.approx(3.0)
+  first, *rest = evaluation.LABEL_KEPT_SIGMAS
+  assert report[f"label_kept_at_sigma_{first}"] == 1.0     # the labeler's own label, not the truth
+  for sigma in rest:
+    assert report[f"label_kept_at_sigma_{sigma}"] == 0.5

@@ -164,8 +164,11 @@ def test_corrupt_latest_checkpoint_falls_back_and_is_kept(tmp_path, tiny_teacher
 
 
 def test_non_finite_loss_stops_with_message_and_keeps_checkpoints(tmp_path, tiny_teacher_dir):
-  workdir = str(tmp_path)
-  jobs.run(_config(tiny_teacher_dir, num_train_steps=50), workdir)
+  first, workdir = str(tmp_path / "first"), str(tmp_path / "diverging")
+  jobs.run(_config(tiny_teacher_dir, num_train_steps=50), first)
+  # Another learning rate is another run (the identity check refuses it in `first`), so the
+  # diverging run starts from a copy of the checkpoint in a workdir of its own.
+  shutil.copytree(os.path.join(first, "checkpoints"), os.path.join(workdir, "checkpoints"))
   ckpt_dir = os.path.join(workdir, "checkpoints", "50")
   before = {p: os.path.getmtime(os.path.join(dp, p)) for dp, _, fs in os.walk(ckpt_dir) for p in fs}
   config = _config(tiny_teacher_dir, num_train_steps=150, **{"optimizer.learning_rate": 1e30,

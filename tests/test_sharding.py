@@ -57,3 +57,9 @@ def test_batch_size_not_divisible_names_the_value():
   with pytest.raises(ValueError, match=r"batch_size=12 is not divisible by the number of "
                                        r"devices \(8\)"):
     sharding.check_batch_size(12, sharding.make_mesh())
+
+
+def test_mesh_for_checks_every_named_batch_size():
+  assert sharding.mesh_for(batch_size=16, eval_batch_size=64).devices.size == 8
+  with pytest.raises(ValueError, match=r"eval_batch_size=20 is not divisible"):
+    sharding.mesh_for(batch_size=16, eval_batch_size=20)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from safetensors import numpy as st_numpy
 
+from conftest import assert_bf16_compute_close, assert_names_missing_and_unused
 from tgt_jax.models import timm_resnet
 from tgt_jax.models.weight_files import WeightFileError
 
@@ -71,11 +72,8 @@ def test_running_statistics_are_used(loaded, reference):
 def test_bf16_compute_runs(reference):
   model, variables = timm_resnet.load_timm_safetensors(_file("bottleneck"), ARCHS["bottleneck"],
                                                        dtype=jnp.bfloat16)
-  assert {a.dtype for a in jax.tree.leaves(variables)} == {np.dtype(np.float32)}
-  logits = _jit(model)(variables, reference["x40"])
-  want = reference["bottleneck_logits40"]
-  assert logits.dtype == jnp.float32 and np.all(np.isfinite(logits))
-  assert np.abs(logits - want).max() < 0.1 * np.abs(want).max()
+  assert_bf16_compute_close(_jit(model), variables, reference["x40"],
+                            reference["bottleneck_logits40"])
 
 
 def test_examples_do_not_mix(loaded, reference):
@@ -116,18 +114,12 @@ def test_truncated_file(tmp_path):
 
 
 def test_missing_and_extra_keys_are_named(tmp_path, tensors):
-  damaged = dict(tensors)
-  del damaged["layer2.0.bn2.running_var"]
-  del damaged["layer3.0.downsample.0.weight"]
-  damaged["layer1.0.se.fc.weight"] = np.ones((4, 4), np.float32)
-  damaged["head.weight"] = np.ones(3, np.float32)
-  with pytest.raises(WeightFileError) as e:
-    timm_resnet.load_timm_safetensors(_save(tmp_path, damaged), ARCHS["bottleneck"])
-  message = str(e.value)
-  assert "2 key(s) missing" in message and "2 key(s) not used" in message
-  for key in ("layer2.0.bn2.running_var", "layer3.0.downsample.0.weight",
-              "layer1.0.se.fc.weight", "head.weight"):
-    assert key in message
+  assert_names_missing_and_unused(
+      lambda damaged: timm_resnet.load_timm_safetensors(_save(tmp_path, damaged),
+                                                        ARCHS["bottleneck"]), tensors,
+      missing=["layer2.0.bn2.running_var", "layer3.0.downsample.0.weight"],
+      unused={"layer1.0.se.fc.weight": np.ones((4, 4), np.float32),
+              "head.weight": np.ones(3, np.float32)})
 
 
 def test_wrong_shape_is_named(tmp_path, tensors):

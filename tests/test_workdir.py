@@ -180,7 +180,7 @@ def test_stale_lock_of_a_dead_pid_is_taken_over_with_a_warning(tmp_path, caplog)
   with caplog.at_level(logging.WARNING):
     with workdir.WorkdirLock(tmp_path):
       assert json.loads(open(_lock_file(tmp_path)).read())["pid"] == os.getpid()
-  assert f"Taking over the stale lock" in caplog.text and f"PID {pid}" in caplog.text
+  assert "Taking over the stale lock" in caplog.text and f"PID {pid}" in caplog.text
   assert not os.path.exists(_lock_file(tmp_path))
 
 

@@ -37,6 +37,14 @@ def check_batch_size(batch_size, mesh, name="batch_size"):
                      f"({jax.process_count()}).")
 
 
+def mesh_for(**batch_sizes):
+  """The job's mesh, once every named global batch size is checked to split over it."""
+  mesh = make_mesh()
+  for name, size in batch_sizes.items():
+    check_batch_size(size, mesh, name)
+  return mesh
+
+
 def process_rows(global_batch_size):
   """This process's slice of a global batch (contiguous rows, in process order)."""
   per_process = global_batch_size // jax.process_count()

@@ -233,6 +233,12 @@ class Stage(nn.Module):
     return Upsample(self.features, self.dtype, name="upsamplers_0")(x)
 
 
+def _output_layers(x, features, groups, dtype):
+  """conv_norm_out → SiLU → conv_out: how the encoder and the decoder both end."""
+  x = nn.silu(GroupNorm(groups, dtype, name="conv_norm_out")(x))
+  return _conv(features, 3, dtype, "conv_out")(x)
+
+
 class Encoder(nn.Module):
   config: AutoencoderKLConfig
   dtype: Any
@@ -247,8 +253,7 @@ class Encoder(nn.Module):
                 self.dtype, name=f"down_blocks_{i}")(x)
     x = MidBlock(x.shape[-1], groups, cfg.mid_block_add_attention, self.dtype,
                  name="mid_block")(x)
-    x = nn.silu(GroupNorm(groups, self.dtype, name="conv_norm_out")(x))
-    return _conv(2 * cfg.latent_channels, 3, self.dtype, "conv_out")(x)
+    return _output_layers(x, 2 * cfg.latent_channels, groups, self.dtype)
 
 
 class Decoder(nn.Module):
@@ -264,8 +269,7 @@ class Decoder(nn.Module):
     for i, features in enumerate(widths):
       x = Stage(features, cfg.layers_per_block + 1, groups,
                 "up" if i < len(widths) - 1 else None, self.dtype, name=f"up_blocks_{i}")(x)
-    x = nn.silu(GroupNorm(groups, self.dtype, name="conv_norm_out")(x))
-    return _conv(cfg.out_channels, 3, self.dtype, "conv_out")(x)
+    return _output_layers(x, cfg.out_channels, groups, self.dtype)
 
 
 class AutoencoderKL(nn.Module):

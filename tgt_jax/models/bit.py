@@ -24,6 +24,7 @@ Numerics that decide whether published weights reproduce their accuracy:
 Input: 224 px, pixels in [-1, 1] (BiT's (x - 0.5) / 0.5), see `BIT_INPUT`.
 """
 
+import dataclasses
 import itertools
 import math
 import re
@@ -115,27 +116,37 @@ class _ConvScope(nn.Module):
     return _std_conv(self.features, self.kernel, self.strides, self.std_eps, self.dtype)(x)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Norms:
+  """What every unit of one network shares: GroupNorm groups and eps, the std-conv eps, dtype."""
+  groups: int
+  gn_eps: float
+  std_eps: float
+  dtype: Any
+
+  def group_norm(self, name="group_norm"):
+    return GroupNorm(self.groups, self.gn_eps, self.dtype, name=name)
+
+
 class _NormActConv(nn.Module):
   """GroupNorm → ReLU → std-conv; with `proj_features`, also the shortcut's 1×1 projection of
   the same pre-activation (BiT keeps it under the unit's first layer, `a/proj`)."""
   features: int
   kernel: int
   strides: int
-  groups: int
-  gn_eps: float
-  std_eps: float
-  dtype: Any
+  norms: _Norms
   proj_features: int = 0
   proj_strides: int = 1
 
   @nn.compact
   def __call__(self, x):
-    x = nn.relu(GroupNorm(self.groups, self.gn_eps, self.dtype, name="group_norm")(x))
+    n = self.norms
+    x = nn.relu(n.group_norm()(x))
     shortcut = None
     if self.proj_features:
-      shortcut = _ConvScope(self.proj_features, 1, self.proj_strides, self.std_eps, self.dtype,
+      shortcut = _ConvScope(self.proj_features, 1, self.proj_strides, n.std_eps, n.dtype,
                             name="proj")(x)
-    y = _std_conv(self.features, self.kernel, self.strides, self.std_eps, self.dtype)(x)
+    y = _std_conv(self.features, self.kernel, self.strides, n.std_eps, n.dtype)(x)
     return y, shortcut
 
 
@@ -144,18 +155,15 @@ class _Unit(nn.Module):
   mid: int
   strides: int
   project: bool
-  groups: int
-  gn_eps: float
-  std_eps: float
-  dtype: Any
+  norms: _Norms
 
   @nn.compact
   def __call__(self, x):
-    common = dict(groups=self.groups, gn_eps=self.gn_eps, std_eps=self.std_eps, dtype=self.dtype)
-    y, shortcut = _NormActConv(self.mid, 1, 1, proj_features=4 * self.mid if self.project else 0,
-                               proj_strides=self.strides, name="a", **common)(x)
-    y, _ = _NormActConv(self.mid, 3, self.strides, name="b", **common)(y)
-    y, _ = _NormActConv(4 * self.mid, 1, 1, name="c", **common)(y)
+    y, shortcut = _NormActConv(self.mid, 1, 1, self.norms,
+                               proj_features=4 * self.mid if self.project else 0,
+                               proj_strides=self.strides, name="a")(x)
+    y, _ = _NormActConv(self.mid, 3, self.strides, self.norms, name="b")(y)
+    y, _ = _NormActConv(4 * self.mid, 1, 1, self.norms, name="c")(y)
     return y + (x if shortcut is None else shortcut)
 
 
@@ -164,16 +172,12 @@ class _Block(nn.Module):
   units: int
   mid: int
   strides: int
-  groups: int
-  gn_eps: float
-  std_eps: float
-  dtype: Any
+  norms: _Norms
 
   @nn.compact
   def __call__(self, x):
     for i in range(self.units):
-      x = _Unit(self.mid, self.strides if i == 0 else 1, project=i == 0, groups=self.groups,
-                gn_eps=self.gn_eps, std_eps=self.std_eps, dtype=self.dtype,
+      x = _Unit(self.mid, self.strides if i == 0 else 1, i == 0, self.norms,
                 name=f"unit{i + 1:02d}")(x)
     return x
 
@@ -210,10 +214,10 @@ class BiTResNetV2(nn.Module):
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
     else:                                # big_vision: padding never wins the max
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    norms = _Norms(self.groups, self.gn_eps, self.std_eps, self.dtype)
     for i, units in enumerate(self.stage_sizes):
-      x = _Block(units, base * 2**i, 1 if i == 0 else 2, self.groups, self.gn_eps,
-                 self.std_eps, self.dtype, name=f"block{i + 1}")(x)
-    x = nn.relu(GroupNorm(self.groups, self.gn_eps, self.dtype, name="group_norm")(x))
+      x = _Block(units, base * 2**i, 1 if i == 0 else 2, norms, name=f"block{i + 1}")(x)
+    x = nn.relu(norms.group_norm()(x))
     x = jnp.mean(x.astype(jnp.float32), axis=(1, 2), keepdims=True)
     if self.num_classes is None:
       return x[:, 0, 0]

@@ -8,7 +8,6 @@ per-example gradients that exploration takes rely on that.
 from typing import Sequence
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 
 class MLP(nn.Module):

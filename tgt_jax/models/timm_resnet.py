@@ -18,6 +18,7 @@ x01 = (x + 1) / 2), so every labeler of a teacher takes the same range;
 `preprocess` maps other ranges (e.g. [0, 1]) there and resizes to 224 px.
 """
 
+import dataclasses
 import re
 from typing import Any, Optional, Sequence
 
@@ -72,18 +73,25 @@ class _Downsample(nn.Module):
     return _bn("1", self.dtype)(x)
 
 
-class _Block(nn.Module):
-  """BasicBlock (conv1 3×3, conv2 3×3) or Bottleneck (conv1 1×1, conv2 3×3 strided, conv3 1×1)."""
-  planes: int
-  strides: int
+@dataclasses.dataclass(frozen=True)
+class _BlockKind:
+  """What every block of one network shares: basic or bottleneck, bottleneck width, dtype."""
   bottleneck: bool
   base_width: int
   dtype: Any
 
+
+class _Block(nn.Module):
+  """BasicBlock (conv1 3×3, conv2 3×3) or Bottleneck (conv1 1×1, conv2 3×3 strided, conv3 1×1)."""
+  planes: int
+  strides: int
+  kind: _BlockKind
+
   @nn.compact
   def __call__(self, x):
-    if self.bottleneck:
-      mid = int(self.planes * self.base_width / 64)
+    kind = self.kind
+    if kind.bottleneck:
+      mid = int(self.planes * kind.base_width / 64)
       out = self.planes * 4
       layers = [(mid, 1, 1), (mid, 3, self.strides), (out, 1, 1)]
     else:
@@ -91,11 +99,11 @@ class _Block(nn.Module):
       layers = [(out, 3, self.strides), (out, 3, 1)]
     shortcut = x
     if self.strides != 1 or x.shape[-1] != out:
-      shortcut = _Downsample(out, self.strides, self.dtype, name="downsample")(x)
+      shortcut = _Downsample(out, self.strides, kind.dtype, name="downsample")(x)
     y = x
     for i, (features, kernel, strides) in enumerate(layers, 1):
-      y = _conv(features, kernel, strides, f"conv{i}", self.dtype)(y)
-      y = _bn(f"bn{i}", self.dtype)(y)
+      y = _conv(features, kernel, strides, f"conv{i}", kind.dtype)(y)
+      y = _bn(f"bn{i}", kind.dtype)(y)
       if i < len(layers):
         y = nn.relu(y)
     return nn.relu(y + shortcut)
@@ -106,15 +114,12 @@ class _Layer(nn.Module):
   blocks: int
   planes: int
   strides: int
-  bottleneck: bool
-  base_width: int
-  dtype: Any
+  kind: _BlockKind
 
   @nn.compact
   def __call__(self, x):
     for i in range(self.blocks):
-      x = _Block(self.planes, self.strides if i == 0 else 1, self.bottleneck, self.base_width,
-                 self.dtype, name=str(i))(x)
+      x = _Block(self.planes, self.strides if i == 0 else 1, self.kind, name=str(i))(x)
     return x
 
 
@@ -144,9 +149,9 @@ class TimmResNet(nn.Module):
     x = _conv(64, 7, 2, "conv1", self.dtype)(x)     # timm's plain stem is always 64 wide
     x = nn.relu(_bn("bn1", self.dtype)(x))
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))   # pads with -inf
+    kind = _BlockKind(self.bottleneck, self.base_width, self.dtype)
     for i, (blocks, planes) in enumerate(zip(self.stage_sizes, self.channels)):
-      x = _Layer(blocks, planes, 1 if i == 0 else 2, self.bottleneck, self.base_width,
-                 self.dtype, name=f"layer{i + 1}")(x)
+      x = _Layer(blocks, planes, 1 if i == 0 else 2, kind, name=f"layer{i + 1}")(x)
     x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
     if self.num_classes is None:
       return x

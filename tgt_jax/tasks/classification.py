@@ -106,9 +106,7 @@ def run(config, workdir):
   """The student job: train (resuming), evaluate every eval split, write results.json."""
   start_time = time.time()
   cfg = tgt_config(config)
-  mesh = sharding.make_mesh()
-  sharding.check_batch_size(config.batch_size, mesh)
-  sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+  mesh = sharding.mesh_for(batch_size=config.batch_size, eval_batch_size=config.eval_batch_size)
   source = sources.make_source(config)
   counts = source.counts
   config = state_lib.resolve_durations(config, int(np.sum(counts)))

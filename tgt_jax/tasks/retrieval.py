@@ -56,10 +56,8 @@ def validate(config):
 def run_teacher(config, workdir):
   """The retrieval teacher job: fit on every train pair (resuming), mine, embed, save."""
   start = time.time()
-  mesh = sharding.make_mesh()
-  sharding.check_batch_size(config.retrieval_teacher.batch_size, mesh,
-                            "retrieval_teacher.batch_size")
-  sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+  mesh = sharding.mesh_for(**{"retrieval_teacher.batch_size": config.retrieval_teacher.batch_size,
+                              "eval_batch_size": config.eval_batch_size})
   task = reverse_dictionary.load_task(config.data)
   directory = retrieval_teacher.directory_of(config, workdir)
   meta, params, doc_emb, negatives = retrieval_teacher.train(config, task, mesh,
@@ -92,9 +90,7 @@ def run_student(config, workdir):
   """The retrieval student job: train (resuming), rank every split, write results.json."""
   start_time = time.time()
   cfg = tgt_config(config)
-  mesh = sharding.make_mesh()
-  sharding.check_batch_size(config.batch_size, mesh)
-  sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+  mesh = sharding.mesh_for(batch_size=config.batch_size, eval_batch_size=config.eval_batch_size)
   task = reverse_dictionary.load_task(config.data)
   rows = reverse_dictionary.labelled_rows(len(task.doc_ids["train"]), config.data.num_pairs,
                                           config.seed)

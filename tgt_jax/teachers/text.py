@@ -14,7 +14,7 @@ import numpy as np
 from tgt_jax import losses, sharding, teacher
 from tgt_jax.evaluation import classification as evaluation
 
-LABEL_KEPT_SIGMAS = (0.25, 0.5, 1.0, 2.0)
+LABEL_KEPT_SIGMAS = evaluation.LABEL_KEPT_SIGMAS
 _CHUNK = 256                       # rows per jitted call: [rows, L, V] logits stay small
 
 
@@ -82,20 +82,11 @@ def evaluate(meta, params, split, mesh, seed=0):
   out = teacher_outputs(meta, params, split.images, mesh, seed)
   labels, num_classes = split.labels, meta["num_classes"]
   truth = np.argmax(out["logits"], -1)
-  report = {
-      "labeler_test_accuracy": evaluation.balanced_accuracy(truth, labels, num_classes),
-      "labeler_test_plain_accuracy": float(np.mean(truth == labels)),
-      "labeler_test_macro_f1": evaluation.macro_f1(truth, labels, num_classes),
-      "labeler_accuracy_on_reconstructions": evaluation.balanced_accuracy(
-          np.argmax(out["recon_logits"], -1), labels, num_classes),
-      "reconstruction_token_accuracy": float(out["tokens_right"].sum() / out["tokens"].sum()),
-      "reconstruction_exact_match": float(np.mean(out["exact"])),
-      "latent_kl_nats": float(np.mean(out["kl_nats"])),
-  }
-  for sigma in LABEL_KEPT_SIGMAS:
-    kept = np.argmax(out[f"noisy_logits_{sigma}"], -1) == truth
-    report[f"label_kept_at_sigma_{sigma}"] = float(np.mean(kept))
-  return report
+  return {**evaluation.teacher_report(out, labels, num_classes),
+          "labeler_test_plain_accuracy": float(np.mean(truth == labels)),
+          "labeler_test_macro_f1": evaluation.macro_f1(truth, labels, num_classes),
+          "reconstruction_token_accuracy": float(out["tokens_right"].sum() / out["tokens"].sum()),
+          "reconstruction_exact_match": float(np.mean(out["exact"]))}
 
 
 def format_samples(vocabulary, class_names, rows):

@@ -22,7 +22,6 @@ from tgt_jax.engine import artifacts, loop, state as state_lib
 from tgt_jax.evaluation import classification as evaluation
 from tgt_jax.teachers import text as text_teacher
 
-LABEL_KEPT_SIGMAS = (0.25, 0.5, 1.0, 2.0)
 REPORT_EXAMPLES = 2048       # teacher figures of a TFDS dataset: its first eval split's first n
 CHECKPOINT_EVERY = 1000      # steps between a teacher part's checkpoints (and at its end)
 
@@ -181,7 +180,7 @@ def evaluate(meta, params, split, mesh, seed=0):
     out = {"logits": fns.label(params, images), "recon_logits": fns.label(params, recon),
            "recon_sq_error": jnp.mean(jnp.square(recon - images), axis=(1, 2, 3)),
            "kl_nats": losses.gaussian_kl(mean, logvar)}
-    for i, sigma in enumerate(LABEL_KEPT_SIGMAS):
+    for i, sigma in enumerate(evaluation.LABEL_KEPT_SIGMAS):
       noisy = fns.decode(params, mean + sigma * jax.random.normal(
           jax.random.fold_in(rng, i), mean.shape))
       out[f"noisy_logits_{sigma}"] = fns.label(params, noisy)
@@ -189,19 +188,8 @@ def evaluate(meta, params, split, mesh, seed=0):
 
   params = sharding.replicate(mesh, params)
   out = jax.device_get(figures(params, jnp.asarray(split.images), jax.random.key(seed)))
-  labels, num_classes = split.labels, meta["num_classes"]
-  truth = np.argmax(out["logits"], -1)   # the labeler's own label, for "label kept"
-  report = {
-      "labeler_test_accuracy": evaluation.balanced_accuracy(truth, labels, num_classes),
-      "labeler_accuracy_on_reconstructions": evaluation.balanced_accuracy(
-          np.argmax(out["recon_logits"], -1), labels, num_classes),
-      "reconstruction_mse": float(np.mean(out["recon_sq_error"])),
-      "latent_kl_nats": float(np.mean(out["kl_nats"])),
-  }
-  for sigma in LABEL_KEPT_SIGMAS:
-    kept = np.argmax(out[f"noisy_logits_{sigma}"], -1) == truth
-    report[f"label_kept_at_sigma_{sigma}"] = float(np.mean(kept))
-  return report
+  return {**evaluation.teacher_report(out, split.labels, meta["num_classes"]),
+          "reconstruction_mse": float(np.mean(out["recon_sq_error"]))}
 
 
 def run_teacher_job(config, workdir):
