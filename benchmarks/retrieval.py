@@ -36,7 +36,8 @@ import jax
 import numpy as np
 
 from benchmarks import seeds
-from tgt_jax import configlib, teacher
+from tgt_jax import configlib
+from tgt_jax.teachers import generative
 from tgt_jax.teachers import retrieval as retrieval_teacher
 from tgt_jax import jobs
 from tgt_jax.data import reverse_dictionary
@@ -92,7 +93,7 @@ def prepare_teachers(args):
   args.teacher_dir = args.teacher_dir or os.path.join(args.out, "teacher")
   args.retrieval_teacher_dir = (args.retrieval_teacher_dir or
                                 os.path.join(args.out, "retrieval_teacher"))
-  if not teacher.exists(args.teacher_dir):
+  if not generative.exists(args.teacher_dir):
     print(f"Training the text teacher into {args.teacher_dir} ...", flush=True)
     config = retrieval_config(args)
     text = configlib.load(os.path.join(REPO, "configs", "wordnet.py"),

@@ -51,7 +51,8 @@ import jax
 import numpy as np
 
 from benchmarks import se_report
-from tgt_jax import configlib, sharding, teacher, tgt
+from tgt_jax import configlib, sharding, tgt
+from tgt_jax.teachers import generative
 from tgt_jax.data import datasets
 from tgt_jax.evaluation import classification as evaluation
 from tgt_jax.tasks import classification
@@ -169,7 +170,7 @@ class Runner:
 
   def __init__(self, dataset, mesh, steps, batch_size, teacher_meta):
     self.dataset, self.mesh, self.steps, self.batch_size = dataset, mesh, steps, batch_size
-    self.teacher_fns = teacher.as_functions(teacher_meta)
+    self.teacher_fns = generative.as_functions(teacher_meta)
     self.fill = float(dataset.pixel_range[0])
     self._steps, self._predict = {}, {}
 
@@ -221,7 +222,7 @@ class Runner:
 
   def labeler_scores(self, meta, teacher_params, counts):
     """The teacher's labeler as a classifier, on test and validation (its own quality)."""
-    _, labeler = teacher.build_modules(meta)
+    _, labeler = generative.build_modules(meta)
     predict = evaluation.make_predict(lambda p, x: labeler.apply(p["labeler"], x), self.mesh)
     groups = subsets.class_groups(counts)
     out = {}
@@ -247,18 +248,18 @@ class Runner:
 
 def pretrained_teacher(directory, dataset, mesh):
   """(meta, params) of the digits teacher in `directory`, trained there first if missing."""
-  if not teacher.exists(directory):
+  if not generative.exists(directory):
     print(f"Training the pretrained teacher into {directory} ...", flush=True)
     meta, params, report = training.train(configlib.digits_teacher(), dataset, mesh)
     meta["report"] = report
-    teacher.save(directory, meta, params)
-  return teacher.load(directory, dataset.image_shape, dataset.num_classes, mesh=mesh)
+    generative.save(directory, meta, params)
+  return generative.load(directory, dataset.image_shape, dataset.num_classes, mesh=mesh)
 
 
 def same_labels_teacher(meta, params, labelled, mesh, seed):
   """The pretrained VAE with a labeler trained on `labelled` (the student's labels) only."""
-  _, labeler = teacher.build_modules(meta)
-  init = teacher.init_params(meta, jax.random.key(1000 + seed))["labeler"]
+  _, labeler = generative.build_modules(meta)
+  init = generative.init_params(meta, jax.random.key(1000 + seed))["labeler"]
   t = configlib.digits_teacher()
   fitted = training.fit(training.labeler_loss(labeler), init, labelled,
                              steps=SAME_LABELS_LABELER_STEPS, batch_size=t.batch_size,

@@ -49,7 +49,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tgt_jax import configlib, models, sharding, teacher, tgt
+from tgt_jax import configlib, models, sharding, tgt
+from tgt_jax.teachers import generative
 from tgt_jax.data import datasets
 from tgt_jax.engine import state as state_lib
 from tgt_jax.tasks import classification
@@ -160,12 +161,12 @@ def input_wait(step, cfg, state, tparams, labelled, unlabelled, batch_size, mesh
 
 def load_teacher(teacher_dir, dataset, mesh):
   if teacher_dir:
-    return teacher.load(teacher_dir, dataset.image_shape, dataset.num_classes, mesh=mesh)
+    return generative.load(teacher_dir, dataset.image_shape, dataset.num_classes, mesh=mesh)
   t = configlib.digits_teacher()
   meta = dict(generator=t.generator, labeler=t.labeler, latent_dim=int(t.latent_dim),
               image_shape=list(dataset.image_shape), num_classes=int(dataset.num_classes),
               pixel_range=list(dataset.pixel_range))
-  return meta, sharding.replicate(mesh, teacher.init_params(meta, jax.random.key(0)))
+  return meta, sharding.replicate(mesh, generative.init_params(meta, jax.random.key(0)))
 
 
 def measure(args):
@@ -177,7 +178,7 @@ def measure(args):
   counts = subsets.student_counts(train_split.labels, dataset.num_classes, LABELS_PER_CLASS)
   labelled = train_split.take(subsets.select_rows(train_split.labels, counts, SEED))
   meta, tparams = load_teacher(args.teacher_dir, dataset, mesh)
-  teacher_fns = teacher.as_functions(meta)
+  teacher_fns = generative.as_functions(meta)
 
   student = models.classifier(args.student, dataset.num_classes)
   tx = state_lib.make_optimizer(configlib.digits_optimizer(), TOTAL_STEPS)

@@ -28,13 +28,13 @@ def digits():
 @pytest.fixture(scope="session")
 def tiny_teacher_dir(tmp_path_factory, digits):
   """A teacher trained for a few steps (quality irrelevant), saved once per session."""
-  from tgt_jax import sharding, teacher  # pylint: disable=g-import-not-at-top
-  from tgt_jax.teachers import training
+  from tgt_jax import sharding  # pylint: disable=g-import-not-at-top
+  from tgt_jax.teachers import generative, training
   directory = tmp_path_factory.mktemp("teacher")
   config = digits_config()
   meta, params, report = training.train(config.teacher, digits, sharding.make_mesh())
   meta["report"] = report
-  teacher.save(directory, meta, params)
+  generative.save(directory, meta, params)
   return str(directory)
 
 

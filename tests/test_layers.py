@@ -15,9 +15,8 @@ BASE = {"sharding", "losses", "metrics", "checkpointing", "workdir"}
 ALLOWED = {
     "main": {"jobs", "checkpointing"},
     "jobs": {"tasks", "teachers", "engine", "models", "data", "workdir"} | BASE,
-    "tasks": {"teachers", "evaluation", "engine", "tgt", "data", "models", "teacher"} | BASE,
-    "teachers": {"evaluation", "engine", "tgt", "data", "models", "teacher"} | BASE,
-    "teacher": {"models", "tgt"} | BASE,
+    "tasks": {"teachers", "evaluation", "engine", "tgt", "data", "models"} | BASE,
+    "teachers": {"evaluation", "engine", "tgt", "data", "models"} | BASE,
     "engine": {"checkpointing", "metrics", "sharding"},
     "evaluation": {"data", "sharding", "losses"},
     "tgt": {"losses"},

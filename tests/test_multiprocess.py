@@ -19,7 +19,8 @@ import jax
 import numpy as np
 import pytest
 
-from tgt_jax import checkpointing, sharding, teacher
+from tgt_jax import checkpointing, sharding
+from tgt_jax.teachers import generative
 from tgt_jax.data import datasets
 from tgt_jax import jobs
 from tgt_jax.tasks import classification
@@ -212,5 +213,5 @@ def test_from_scratch_then_sigterm_to_one_process_stops_both_at_one_step(tmp_pat
   assert not os.path.exists(os.path.join(workdir, "results.json"))
   _params(workdir, digits_config("runlocal", **overrides), saved[0])   # restores in one process
   digits = datasets.load("digits")
-  meta, _ = teacher.load(os.path.join(workdir, "teacher"), digits.image_shape, digits.num_classes)
+  meta, _ = generative.load(os.path.join(workdir, "teacher"), digits.image_shape, digits.num_classes)
   assert meta["report"]["labeler_test_accuracy"] > 0.5

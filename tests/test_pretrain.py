@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tgt_jax import models, teacher
+from tgt_jax import models
+from tgt_jax.engine import artifacts
 from tgt_jax.tasks import pretrain
 
 
@@ -37,7 +38,7 @@ def test_load_into_keeps_the_fresh_head_and_checks_the_model(tmp_path):
   student = models.classifier("text_tiny", 5, vocab_size=30)
   x = jnp.ones((1, 10), jnp.int32)
   pretrained = student.init(jax.random.key(0), x)
-  teacher.save_params_then_json(tmp_path, pretrained, pretrain.META_FILE,
+  artifacts.save_params_then_json(tmp_path, pretrained, pretrain.META_FILE,
                                 {"model": "text_tiny", "vocabulary_fingerprint": "x"})
   fresh = student.init(jax.random.key(1), x)
   loaded = pretrain.load_into(fresh, tmp_path, "text_tiny")

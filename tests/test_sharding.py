@@ -4,7 +4,8 @@ import jax
 import numpy as np
 import pytest
 
-from tgt_jax import models, sharding, teacher, tgt
+from tgt_jax import models, sharding, tgt
+from tgt_jax.teachers import generative
 from tgt_jax.engine import state as state_lib
 from tgt_jax.tasks import classification
 
@@ -14,12 +15,12 @@ from conftest import digits_config
 def _one_step(mesh, method, teacher_dir, digits):
   config = digits_config()
   cfg = tgt.TGTConfig(method=method, steps=2, eta=0.5, num_samples=2)
-  meta, tparams = teacher.load(teacher_dir, (8, 8, 1), 10)
+  meta, tparams = generative.load(teacher_dir, (8, 8, 1), 10)
   student = models.classifier("cnn_small", 10)
   tx = state_lib.make_optimizer(config.optimizer, 10)
   params = student.init(jax.random.key(0), np.zeros((1, 8, 8, 1), np.float32))
   state = sharding.replicate(mesh, state_lib.TrainState(np.int32(0), params, tx.init(params)))
-  step = classification.make_train_step(student.apply, tx, cfg, teacher.as_functions(meta), mesh)
+  step = classification.make_train_step(student.apply, tx, cfg, generative.as_functions(meta), mesh)
   split = digits.splits["train"]
   batch = sharding.to_global(mesh, {"image": split.images[:16], "label": split.labels[:16]})
   losses = []

@@ -16,7 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-from tgt_jax import checkpointing, losses, models, sharding, teacher
+from tgt_jax import checkpointing, losses, models, sharding
+from tgt_jax.teachers import generative
 from tgt_jax.data import sources
 from tgt_jax.engine import artifacts
 from tgt_jax.teachers import training
@@ -92,10 +93,10 @@ def run_pretrain_job(config, workdir):
   validation = source.sample("validation", training.REPORT_EXAMPLES)
   accuracy = _masked_accuracy(loss_fn, params, validation.images, config.seed)
   meta = {"model": config.student.model, "vocab_size": len(source.vocabulary),
-          "vocabulary_fingerprint": teacher.vocabulary_fingerprint(source.vocabulary),
+          "vocabulary_fingerprint": generative.vocabulary_fingerprint(source.vocabulary),
           "steps": int(pcfg.steps), "mask_rate": float(pcfg.mask_rate),
           "validation_masked_accuracy": accuracy}
-  teacher.save_params_then_json(directory, params, META_FILE, meta)
+  artifacts.save_params_then_json(directory, params, META_FILE, meta)
   results = {"job": "pretrain", "pretrained_dir": directory, "seed": config.seed,
              "wall_time_sec": time.time() - start, **meta}
   return artifacts.write_results(workdir, results)
@@ -120,7 +121,7 @@ def load_into(params, directory, model_name, vocabulary=None, mesh=None):
     raise ValueError(f"The pretrained student at {os.fspath(directory)!r} is a {meta['model']!r}; "
                      f"config.student.model is {model_name!r}.")
   if vocabulary is not None and (meta.get("vocabulary_fingerprint")
-                                 != teacher.vocabulary_fingerprint(vocabulary)):
+                                 != generative.vocabulary_fingerprint(vocabulary)):
     raise ValueError(f"The pretrained student at {os.fspath(directory)!r} was trained on another "
                      "vocabulary (config.data.vocab_size / data.dir differ from its run).")
 
@@ -128,7 +129,7 @@ def load_into(params, directory, model_name, vocabulary=None, mesh=None):
     raise ValueError(f"Pretrained parameters at {os.fspath(directory)!r} do not fit the student: "
                      f"parameter {name} expected shape {expected}, found {found}.")
 
-  restored = teacher.restore_replicated(checkpointing.absolute(directory) / teacher.PARAMS_DIR,
+  restored = artifacts.restore_replicated(checkpointing.absolute(directory) / generative.PARAMS_DIR,
                                         lambda: params, mesh, mismatch)
   restored = jax.device_get(restored)
   return {"params": {name: (params["params"][name] if name == "head" else value)

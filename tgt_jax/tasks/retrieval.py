@@ -17,7 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tgt_jax import metrics, sharding, teacher, tgt
+from tgt_jax import metrics, sharding, tgt
+from tgt_jax.teachers import generative
 from tgt_jax.data import reverse_dictionary, wordnet
 from tgt_jax.engine import artifacts, loop, state as state_lib
 from tgt_jax.evaluation import retrieval
@@ -74,16 +75,16 @@ def run_teacher(config, workdir):
 def load_text_teacher(config, workdir, task, mesh):
   """(tgt.Teacher, generator params) of the sequence VAE that explores queries."""
   directory = training.teacher_dir(config, workdir)
-  if not teacher.exists(directory):
+  if not generative.exists(directory):
     raise FileNotFoundError(
         f"No text teacher (sequence VAE) at {directory!r}, which method {config.method!r} "
         "explores with. Run python -m tgt_jax.main --config=configs/wordnet.py:job=teacher "
         "--workdir=W with the same data.dir, data.max_len and data.vocab_size (it writes "
         "W/teacher), then set config.teacher.dir=W/teacher.")
   dataset = task.dataset
-  meta, params = teacher.load(directory, dataset.image_shape, dataset.num_classes, mesh=mesh,
+  meta, params = generative.load(directory, dataset.image_shape, dataset.num_classes, mesh=mesh,
                               vocabulary=dataset.vocabulary)
-  return teacher.as_functions(meta), params["generator"]
+  return generative.as_functions(meta), params["generator"]
 
 
 def run_student(config, workdir):

@@ -26,10 +26,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tgt_jax import checkpointing, models, teacher, tgt
+from tgt_jax import checkpointing, models, tgt
+from tgt_jax.engine import artifacts
+from tgt_jax.teachers import generative
 
 COMPONENT_FILE = "component.json"
-PARAMS_DIR = teacher.PARAMS_DIR
+PARAMS_DIR = generative.PARAMS_DIR
 KINDS = ("encoder", "generator", "labeler")
 _REQUIRED = {"encoder": ("latent_dim",), "generator": ("latent_dim",),
              "labeler": ("num_classes", "image_shape")}
@@ -45,7 +47,7 @@ def build_module(meta, dtype=None):
                               tuple(meta.get("output_range", (-1.0, 1.0))), dtype=dtype)
     if not hasattr(module, "resolution"):
       raise ValueError(f"Generator {name!r} is not a latent → image module with its own "
-                       "resolution (use a bigbigan_* generator; VAE teachers live in teacher.py).")
+                       "resolution (use a bigbigan_* generator; VAE teachers live in teachers/generative.py).")
     return module
   return models.classifier(name, int(meta["num_classes"]), dtype=dtype)
 
@@ -91,8 +93,8 @@ def save_component(directory, kind, model_name, params, **meta):
   """
   meta = _complete(kind, model_name, meta)
   expected = jax.eval_shape(lambda: init_params(meta, jax.random.key(0)))
-  teacher.check_same_shapes(expected, params, lambda *d: _shape_error(d, meta, directory))
-  teacher.save_params_then_json(directory, params, COMPONENT_FILE, meta)
+  artifacts.check_same_shapes(expected, params, lambda *d: _shape_error(d, meta, directory))
+  artifacts.save_params_then_json(directory, params, COMPONENT_FILE, meta)
   return meta
 
 
@@ -117,7 +119,7 @@ def restore_params(directory, meta, mesh=None):
   if not path.exists():
     raise FileNotFoundError(f"Teacher {meta['kind']} at {os.fspath(directory)!r} has "
                             f"{COMPONENT_FILE} but no {PARAMS_DIR}/: it is incomplete.")
-  return teacher.restore_replicated(path, lambda: init_params(meta, jax.random.key(0)), mesh,
+  return artifacts.restore_replicated(path, lambda: init_params(meta, jax.random.key(0)), mesh,
                                     lambda *d: _shape_error(d, meta, directory))
 
 

@@ -13,7 +13,8 @@ from typing import Any, Optional
 
 from etils import epath
 
-from tgt_jax import models, teacher, tgt
+from tgt_jax import models, tgt
+from tgt_jax.teachers import generative
 from tgt_jax.teachers import components as teacher_components
 from tgt_jax.teachers import training
 
@@ -53,7 +54,7 @@ def teacher_functions(meta):
   """tgt.Teacher of a loaded teacher: one trained by tgt_jax, or one from three parts."""
   if "encoder" in meta and isinstance(meta["encoder"], dict):
     return teacher_components.as_functions(meta)
-  return teacher.as_functions(meta)
+  return generative.as_functions(meta)
 
 
 def load_component_teacher(config, workdir, source, mesh):
@@ -76,16 +77,16 @@ def load_or_train_teacher(config, workdir, source, mesh):
   if is_component_teacher(config):
     return load_component_teacher(config, workdir, source, mesh)
   directory = training.teacher_dir(config, workdir)
-  if not teacher.exists(directory):
+  if not generative.exists(directory):
     if not config.teacher.train_if_missing:
-      teacher.read_meta(directory)     # raises the clear "no teacher here" error
+      generative.read_meta(directory)     # raises the clear "no teacher here" error
     logging.info("No teacher in %s: training one (config.teacher).", directory)
     meta, params, report = training.train(config.teacher, source, mesh, seed=0,
                                           run_dir=training.run_dir_of(directory))
     meta["report"] = report
-    teacher.save(directory, meta, params)
+    generative.save(directory, meta, params)
     logging.info("Teacher report: %s", json.dumps(report))
-  return teacher.load(directory, source.image_shape, source.num_classes,
+  return generative.load(directory, source.image_shape, source.num_classes,
                       latent_dim=config.teacher.latent_dim, mesh=mesh,
                       vocabulary=source.vocabulary)
 
@@ -99,8 +100,8 @@ def teacher_for(config, cfg, workdir, source, mesh):
     return LoadedTeacher()
   directory = training.teacher_dir(config, workdir)
   if config.eval_only:
-    meta = (teacher.read_meta(directory)
-            if not is_component_teacher(config) and teacher.exists(directory) else None)
+    meta = (generative.read_meta(directory)
+            if not is_component_teacher(config) and generative.exists(directory) else None)
     return LoadedTeacher(directory, meta)
   meta, params = load_or_train_teacher(config, workdir, source, mesh)
   return LoadedTeacher(directory, meta, params, teacher_functions(meta))

@@ -19,7 +19,9 @@ import jax
 import numpy as np
 from etils import epath
 
-from tgt_jax import checkpointing, sharding, teacher
+from tgt_jax import checkpointing, sharding
+from tgt_jax.engine import artifacts
+from tgt_jax.teachers import generative
 from tgt_jax.data import reverse_dictionary
 from tgt_jax.evaluation import retrieval
 from tgt_jax.models import dual_encoder
@@ -37,10 +39,10 @@ def directory_of(config, workdir):
 def fingerprints(task):
   """What a stored teacher must agree on with the data: both vocabularies and lengths."""
   return {"query_vocab_size": len(task.query_vocabulary),
-          "query_vocabulary_fingerprint": teacher.vocabulary_fingerprint(task.query_vocabulary),
+          "query_vocabulary_fingerprint": generative.vocabulary_fingerprint(task.query_vocabulary),
           "max_len": int(task.queries["train"].shape[1]),
           "doc_vocab_size": len(task.documents.vocabulary),
-          "doc_vocabulary_fingerprint": teacher.vocabulary_fingerprint(
+          "doc_vocabulary_fingerprint": generative.vocabulary_fingerprint(
               task.documents.vocabulary),
           "doc_max_len": int(task.documents.tokens.shape[1]),
           "num_documents": len(task.documents)}
@@ -111,7 +113,7 @@ def save(directory, meta, params, doc_emb, negatives):
     for name, array in ((DOC_EMBEDDINGS, doc_emb), (HARD_NEGATIVES, negatives)):
       with (path / name).open("wb") as f:
         np.save(f, array)
-  teacher.save_params_then_json(path, params, META_FILE, meta)
+  artifacts.save_params_then_json(path, params, META_FILE, meta)
 
 
 def exists(directory):
@@ -148,8 +150,8 @@ def load(directory, task, mesh, min_negatives=0):
                      f"model {meta['model']!r}: parameter {name} expected shape {expected}, "
                      f"found {found}.")
 
-  params = teacher.restore_replicated(
-      path / teacher.PARAMS_DIR, lambda: init_params(model, task, jax.random.key(0)), mesh,
+  params = artifacts.restore_replicated(
+      path / generative.PARAMS_DIR, lambda: init_params(model, task, jax.random.key(0)), mesh,
       on_mismatch)
   with (path / DOC_EMBEDDINGS).open("rb") as f:
     doc_emb = np.load(f)

@@ -11,7 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tgt_jax import losses, sharding, teacher
+from tgt_jax import losses, sharding
+from tgt_jax.teachers import generative
 from tgt_jax.evaluation import classification as evaluation
 
 LABEL_KEPT_SIGMAS = evaluation.LABEL_KEPT_SIGMAS
@@ -43,8 +44,8 @@ def sequence_vae_loss(generator, tconfig):
 
 
 def _figures_fn(meta, mesh):
-  fns = teacher.as_functions(meta)
-  generator, _ = teacher.build_modules(meta)
+  fns = generative.as_functions(meta)
+  generator, _ = generative.build_modules(meta)
 
   def figures(params, tokens, rng):
     mean, logvar = generator.apply(params["generator"], tokens, method=generator.encode)

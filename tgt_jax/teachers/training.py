@@ -16,7 +16,8 @@ import numpy as np
 import optax
 from etils import epath
 
-from tgt_jax import losses, metrics, sharding, teacher
+from tgt_jax import losses, metrics, sharding
+from tgt_jax.teachers import generative
 from tgt_jax.data import sources
 from tgt_jax.engine import artifacts, loop, state as state_lib
 from tgt_jax.evaluation import classification as evaluation
@@ -141,9 +142,9 @@ def train(tconfig, dataset, mesh, seed=0, run_dir=None):
   is_text = getattr(dataset, "vocabulary", None) is not None
   if is_text:
     meta.update(vocab_size=len(dataset.vocabulary), input_dtype="int32",
-                vocabulary_fingerprint=teacher.vocabulary_fingerprint(dataset.vocabulary))
-  generator, labeler = teacher.build_modules(meta)
-  params = teacher.init_params(meta, jax.random.key(tconfig.seed + seed))
+                vocabulary_fingerprint=generative.vocabulary_fingerprint(dataset.vocabulary))
+  generator, labeler = generative.build_modules(meta)
+  params = generative.init_params(meta, jax.random.key(tconfig.seed + seed))
   part_seed = tconfig.seed + seed
   common = dict(batch_size=tconfig.batch_size, learning_rate=tconfig.learning_rate,
                 seed=part_seed, mesh=mesh, log_every=tconfig.get("log_every", 500),
@@ -170,8 +171,8 @@ def train(tconfig, dataset, mesh, seed=0, run_dir=None):
 
 def evaluate(meta, params, split, mesh, seed=0):
   """The teacher's quality figures on `split` (the test split in the job)."""
-  fns = teacher.as_functions(meta)
-  generator, _ = teacher.build_modules(meta)
+  fns = generative.as_functions(meta)
+  generator, _ = generative.build_modules(meta)
 
   @jax.jit
   def figures(params, images, rng):
@@ -201,7 +202,7 @@ def run_teacher_job(config, workdir):
   meta, params, report = train(config.teacher, source, mesh, seed=config.seed,
                                run_dir=run_dir_of(directory))
   meta["report"] = report
-  teacher.save(directory, meta, params)
+  generative.save(directory, meta, params)
   if source.vocabulary is not None and jax.process_index() == 0:
     samples = text_teacher.teacher_samples(meta, params, source.sample("test", 16), mesh,
                                            source.vocabulary, source.class_names)

@@ -1,4 +1,4 @@
-"""teacher.py: save/load round trip and the shape checks."""
+"""teachers/generative.py: save/load round trip and the shape checks."""
 
 import json
 import os
@@ -8,12 +8,12 @@ import jax
 import numpy as np
 import pytest
 
-from tgt_jax import teacher
+from tgt_jax.teachers import generative
 
 
 def test_round_trip_and_functions(tiny_teacher_dir):
-  meta, params = teacher.load(tiny_teacher_dir, (8, 8, 1), 10)
-  fns = teacher.as_functions(meta)
+  meta, params = generative.load(tiny_teacher_dir, (8, 8, 1), 10)
+  fns = generative.as_functions(meta)
   x = np.random.default_rng(0).uniform(size=(4, 8, 8, 1)).astype(np.float32)
   z = fns.encode(params, x)
   assert z.shape == (4, meta["latent_dim"])
@@ -29,7 +29,7 @@ def test_round_trip_and_functions(tiny_teacher_dir):
 ])
 def test_misfit_names_expected_and_found(tiny_teacher_dir, kwargs, match):
   with pytest.raises(ValueError, match=match):
-    teacher.load(tiny_teacher_dir, **kwargs)
+    generative.load(tiny_teacher_dir, **kwargs)
 
 
 def test_params_from_another_model_are_refused(tmp_path, tiny_teacher_dir):
@@ -42,27 +42,27 @@ def test_params_from_another_model_are_refused(tmp_path, tiny_teacher_dir):
   with pytest.raises(ValueError, match=r"do not match the models named in teacher.json .*"
                                        r"parameter \['labeler'\]\['params'\]\[.*expected shape "
                                        r".*, found "):
-    teacher.load(str(directory), (8, 8, 1), 10)
+    generative.load(str(directory), (8, 8, 1), 10)
 
 
 def test_missing_directory_is_named(tmp_path):
   with pytest.raises(FileNotFoundError, match="No teacher at"):
-    teacher.load(str(tmp_path / "absent"), (8, 8, 1), 10)
+    generative.load(str(tmp_path / "absent"), (8, 8, 1), 10)
 
 
 def test_teacher_saved_on_eight_devices_loads_on_one(tiny_teacher_dir):
   from tgt_jax import sharding  # pylint: disable=g-import-not-at-top
   one = sharding.make_mesh(jax.devices()[:1])
-  _, params = teacher.load(tiny_teacher_dir, (8, 8, 1), 10, mesh=one)
+  _, params = generative.load(tiny_teacher_dir, (8, 8, 1), 10, mesh=one)
   leaf = jax.tree.leaves(params)[0]
   assert leaf.sharding.mesh.devices.size == 1
 
 
 def test_saved_values_come_back(tmp_path, tiny_teacher_dir):
-  meta = teacher.read_meta(tiny_teacher_dir)
-  params = teacher.init_params(meta, jax.random.key(7))
-  teacher.save(tmp_path / "t", meta, params)
-  _, restored = teacher.load(str(tmp_path / "t"), (8, 8, 1), 10)
+  meta = generative.read_meta(tiny_teacher_dir)
+  params = generative.init_params(meta, jax.random.key(7))
+  generative.save(tmp_path / "t", meta, params)
+  _, restored = generative.load(str(tmp_path / "t"), (8, 8, 1), 10)
   assert jax.tree.structure(restored) == jax.tree.structure(params)
   for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(params)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -79,8 +79,8 @@ def _copy(tmp_path, tiny_teacher_dir):
 def test_damaged_json_names_the_file(tmp_path, tiny_teacher_dir, text, cause):
   directory = _copy(tmp_path, tiny_teacher_dir)
   (directory / "teacher.json").write_text(text)
-  with pytest.raises(teacher.DamagedArtifact, match=rf"{directory}/teacher.json .*{cause}"):
-    teacher.load(str(directory), (8, 8, 1), 10)
+  with pytest.raises(generative.DamagedArtifact, match=rf"{directory}/teacher.json .*{cause}"):
+    generative.load(str(directory), (8, 8, 1), 10)
 
 
 @pytest.mark.parametrize("damage", ["truncate", "remove_data"])
@@ -96,16 +96,16 @@ def test_params_that_do_not_read_name_the_path_in_a_few_lines(tmp_path, tiny_tea
     for entry in os.listdir(params):
       if entry.startswith(("d", "ocdbt")) and os.path.isdir(params / entry):
         shutil.rmtree(params / entry)
-  with pytest.raises(teacher.DamagedArtifact, match=rf"^{params} does not read \(\w+") as e:
-    teacher.load(str(directory), (8, 8, 1), 10)
+  with pytest.raises(generative.DamagedArtifact, match=rf"^{params} does not read \(\w+") as e:
+    generative.load(str(directory), (8, 8, 1), 10)
   assert len(str(e.value).splitlines()) == 1 and len(str(e.value)) < 500
   assert e.value.__cause__ is None and e.value.__suppress_context__
 
 
 def test_fingerprint_tells_teachers_apart(tmp_path):
-  assert teacher.fingerprint(tmp_path) is None
+  assert generative.fingerprint(tmp_path) is None
   (tmp_path / "teacher.json").write_text('{"latent_dim": 16}')
-  first = teacher.fingerprint(tmp_path)
-  assert len(first) == 16 and teacher.fingerprint(str(tmp_path)) == first
+  first = generative.fingerprint(tmp_path)
+  assert len(first) == 16 and generative.fingerprint(str(tmp_path)) == first
   (tmp_path / "teacher.json").write_text('{"latent_dim": 32}')
-  assert teacher.fingerprint(tmp_path) != first
+  assert generative.fingerprint(tmp_path) != first

@@ -13,14 +13,13 @@ import os
 
 import jax
 import jax.numpy as jnp
-import orbax.checkpoint as ocp
 from etils import epath
-from jax.experimental import multihost_utils
 
-from tgt_jax import checkpointing, models, sharding, tgt
+from tgt_jax import checkpointing, models, tgt
+from tgt_jax.engine import artifacts
 
 META_FILE = "teacher.json"
-PARAMS_DIR = "params"
+PARAMS_DIR = artifacts.PARAMS_DIR
 
 DamagedArtifact = checkpointing.DamagedArtifact   # a file that is there but does not read
 
@@ -60,23 +59,7 @@ def exists(directory):
 
 def save(directory, meta, params):
   """Writes params (orbax, synchronous) and then teacher.json, so JSON ⇒ complete."""
-  save_params_then_json(directory, params, META_FILE, meta)
-
-
-def save_params_then_json(directory, params, json_name, meta):
-  """params/ (orbax, every process) and then `json_name` (process 0): the JSON marks it complete.
-
-  With several processes, all wait until process 0 has written the JSON, because
-  the others may load it next.
-  """
-  directory = checkpointing.absolute(directory)
-  directory.mkdir(parents=True, exist_ok=True)
-  with ocp.StandardCheckpointer() as ckptr:
-    ckptr.save(directory / PARAMS_DIR, params, force=True)
-  if jax.process_index() == 0:
-    (directory / json_name).write_text(json.dumps(meta, indent=2, sort_keys=True))
-  if jax.process_count() > 1:
-    multihost_utils.sync_global_devices(f"save {directory / json_name}")
+  artifacts.save_params_then_json(directory, params, META_FILE, meta)
 
 
 def read_meta(directory):
@@ -140,37 +123,9 @@ def load(directory, image_shape, num_classes, latent_dim=None, mesh=None, vocabu
   if not path.exists():
     raise FileNotFoundError(f"Teacher at {os.fspath(directory)!r} has {META_FILE} but no "
                             f"{PARAMS_DIR}/: it is incomplete; train it again.")
-  params = restore_replicated(path, lambda: init_params(meta, jax.random.key(0)), mesh,
-                              lambda *diff: _shape_error(diff, meta, directory))
+  params = artifacts.restore_replicated(path, lambda: init_params(meta, jax.random.key(0)), mesh,
+                                        lambda *diff: _shape_error(diff, meta, directory))
   return meta, params
-
-
-def restore_replicated(path, init_fn, mesh, on_mismatch):
-  """Parameters at `path` restored replicated on `mesh` (default: all devices), whatever
-  topology saved them; a checkpoint whose shapes differ from `init_fn`'s calls
-  on_mismatch(name, expected, found), which raises; one that does not read (truncated,
-  missing files) raises DamagedArtifact naming `path`."""
-  target = sharding.replicated(mesh if mesh is not None else sharding.make_mesh())
-  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=target),
-                          jax.eval_shape(init_fn))
-  found = checkpointing.reading(path, lambda: checkpointing.stored_tree(path))
-  check_same_shapes(abstract, found, on_mismatch)
-  with ocp.StandardCheckpointer() as ckptr:
-    return checkpointing.reading(path, lambda: ckptr.restore(path, abstract))
-
-
-def _shapes(tree):
-  return {jax.tree_util.keystr(k): tuple(v.shape)
-          for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
-def check_same_shapes(expected_tree, found_tree, on_mismatch):
-  """Calls on_mismatch(name, expected shape, found shape) for the first parameter that
-  differs, either way ('absent' where one side lacks it)."""
-  expected, found = _shapes(expected_tree), _shapes(found_tree)
-  for name in sorted(expected.keys() | found.keys()):
-    if expected.get(name) != found.get(name):
-      on_mismatch(name, expected.get(name, "absent"), found.get(name, "absent"))
 
 
 def _shape_error(diff, meta, directory):
