@@ -19,6 +19,7 @@ from tgt_jax import checkpointing, models, tgt
 from tgt_jax.engine import artifacts
 
 META_FILE = "teacher.json"
+PARTS = ("generator", "labeler")     # E and G (one VAE), T
 PARAMS_DIR = artifacts.PARAMS_DIR
 
 DamagedArtifact = checkpointing.DamagedArtifact   # a file that is there but does not read
@@ -46,15 +47,29 @@ def as_functions(meta):
       if hasattr(generator, "decode_soft") else None)
 
 
+def parts_of(meta):
+  """The parts a teacher holds: both, or the labeler alone (what KD needs, no generator)."""
+  return tuple(meta.get("parts", PARTS))
+
+
 def init_params(meta, rng):
+  """Fresh parameters of the teacher's parts (each part's key is the same whichever are held)."""
   generator, labeler = build_modules(meta)
   x = jnp.zeros((1, *meta["image_shape"]), meta.get("input_dtype", "float32"))
   rng_g, rng_l, rng_s = jax.random.split(rng, 3)
-  return {"generator": generator.init(rng_g, x, rng_s), "labeler": labeler.init(rng_l, x)}
+  init = {"generator": lambda: generator.init(rng_g, x, rng_s),
+          "labeler": lambda: labeler.init(rng_l, x)}
+  return {part: init[part]() for part in parts_of(meta)}
 
 
 def exists(directory):
   return epath.Path(directory, META_FILE).exists()
+
+
+def remove_meta(directory):
+  """Unmarks a teacher as complete (process 0), before its parameters are rewritten."""
+  if jax.process_index() == 0:
+    epath.Path(directory, META_FILE).unlink(missing_ok=True)
 
 
 def save(directory, meta, params):

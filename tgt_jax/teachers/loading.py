@@ -72,23 +72,44 @@ def load_component_teacher(config, workdir, source, mesh):
   return teacher_components.load_teacher(tconfig, source.image_shape, source.num_classes, mesh)
 
 
-def load_or_train_teacher(config, workdir, source, mesh):
-  """(meta, params) of the configured teacher; trains and saves it first if missing and allowed."""
+def parts_needed(cfg):
+  """The teacher parts a method calls: the labeler always; the VAE only to make x'."""
+  return generative.PARTS if cfg.uses_synthetic else ("labeler",)
+
+
+def load_or_train_teacher(config, workdir, source, mesh, parts=generative.PARTS):
+  """(meta, params) of the configured teacher; trains and saves it first if missing and allowed.
+
+  A teacher that lacks one of `parts` (a labeler-only one, trained for KD) gets the
+  missing part trained next to it when config.teacher.train_if_missing allows; its
+  labeler resumes at its last checkpoint and is not trained again.
+  """
   if is_component_teacher(config):
     return load_component_teacher(config, workdir, source, mesh)
   directory = training.teacher_dir(config, workdir)
-  if not generative.exists(directory):
+  held = generative.parts_of(generative.read_meta(directory)) if generative.exists(directory) else ()
+  missing = [p for p in parts if p not in held]
+  if missing:
     if not config.teacher.train_if_missing:
-      generative.read_meta(directory)     # raises the clear "no teacher here" error
-    logging.info("No teacher in %s: training one (config.teacher).", directory)
+      if not held:
+        generative.read_meta(directory)     # raises the clear "no teacher here" error
+      raise ValueError(f"The teacher at {directory!r} holds {list(held)}, and method "
+                       f"{config.method!r} also needs its {missing}: set "
+                       "teacher.train_if_missing=True to train them there, or point "
+                       "teacher.dir at a complete teacher.")
+    want = tuple(p for p in generative.PARTS if p in set(parts) | set(held))
+    logging.info("Teacher in %s lacks %s: training %s (config.teacher).", directory, missing,
+                 list(want))
     meta, params, report = training.train(config.teacher, source, mesh, seed=0,
-                                          run_dir=training.run_dir_of(directory))
+                                          run_dir=training.run_dir_of(directory), parts=want)
     meta["report"] = report
+    if held:     # the JSON marks a complete teacher: gone until the new params are written
+      generative.remove_meta(directory)
     generative.save(directory, meta, params)
     logging.info("Teacher report: %s", json.dumps(report))
   return generative.load(directory, source.image_shape, source.num_classes,
-                      latent_dim=config.teacher.latent_dim, mesh=mesh,
-                      vocabulary=source.vocabulary)
+                         latent_dim=config.teacher.latent_dim, mesh=mesh,
+                         vocabulary=source.vocabulary)
 
 
 def teacher_for(config, cfg, workdir, source, mesh):
@@ -103,5 +124,5 @@ def teacher_for(config, cfg, workdir, source, mesh):
     meta = (generative.read_meta(directory)
             if not is_component_teacher(config) and generative.exists(directory) else None)
     return LoadedTeacher(directory, meta)
-  meta, params = load_or_train_teacher(config, workdir, source, mesh)
+  meta, params = load_or_train_teacher(config, workdir, source, mesh, parts_needed(cfg))
   return LoadedTeacher(directory, meta, params, teacher_functions(meta))

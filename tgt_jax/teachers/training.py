@@ -130,15 +130,23 @@ def image_vae_loss(generator, tconfig):
   return loss
 
 
-def train(tconfig, dataset, mesh, seed=0, run_dir=None):
-  """Trains generator and labeler on the full train split; returns (meta, params, report).
+def train(tconfig, dataset, mesh, seed=0, run_dir=None, parts=generative.PARTS):
+  """Trains the teacher's `parts` on the full train split; returns (meta, params, report).
 
   `dataset` is an in-memory data.Dataset or a data.sources source (TFDS streams).
-  With `run_dir`, each part checkpoints in run_dir/<part> and resumes from there.
+  With `run_dir`, each part checkpoints in run_dir/<part> and resumes from there
+  (a part already trained to its last step costs one restore). `parts` = ("labeler",)
+  is a labeler-only teacher: what KD uses, without the VAE it would never call.
   """
+  unknown = set(parts) - set(generative.PARTS) if parts else {"(none)"}
+  if unknown:
+    raise ValueError(f"Teacher parts {sorted(unknown)}: a teacher has some of "
+                     f"{list(generative.PARTS)}, and the labeler always.")
+  parts = tuple(p for p in generative.PARTS if p in parts)
   meta = dict(generator=tconfig.generator, labeler=tconfig.labeler,
               latent_dim=int(tconfig.latent_dim), image_shape=list(dataset.image_shape),
-              num_classes=int(dataset.num_classes), pixel_range=list(dataset.pixel_range))
+              num_classes=int(dataset.num_classes), pixel_range=list(dataset.pixel_range),
+              parts=list(parts))
   is_text = getattr(dataset, "vocabulary", None) is not None
   if is_text:
     meta.update(vocab_size=len(dataset.vocabulary), input_dtype="int32",
@@ -157,16 +165,29 @@ def train(tconfig, dataset, mesh, seed=0, run_dir=None):
     report_split = dataset.splits["test"]
   part_dir = lambda part: None if run_dir is None else str(epath.Path(run_dir) / part)
 
-  vae_loss = (text_teacher.sequence_vae_loss(generator, tconfig) if is_text
-              else image_vae_loss(generator, tconfig))
-  params["generator"] = fit(vae_loss, params["generator"], train_data,
-                            steps=tconfig.generator_steps, name="generator",
-                            run_dir=part_dir("generator"), **common)
+  if "generator" in parts:
+    vae_loss = (text_teacher.sequence_vae_loss(generator, tconfig) if is_text
+                else image_vae_loss(generator, tconfig))
+    params["generator"] = fit(vae_loss, params["generator"], train_data,
+                              steps=tconfig.generator_steps, name="generator",
+                              run_dir=part_dir("generator"), **common)
   params["labeler"] = fit(labeler_loss(labeler), params["labeler"], train_data,
                           steps=tconfig.labeler_steps, name="labeler",
                           run_dir=part_dir("labeler"), **common)
+  if "generator" not in parts:
+    return meta, params, evaluate_labeler(meta, params, report_split, mesh)
   report = (text_teacher.evaluate if is_text else evaluate)(meta, params, report_split, mesh)
   return meta, params, report
+
+
+def evaluate_labeler(meta, params, split, mesh):
+  """A labeler-only teacher's figures: its balanced accuracy on `split`."""
+  _, labeler = generative.build_modules(meta)
+  logits = jax.jit(labeler.apply)(sharding.replicate(mesh, params["labeler"]),
+                                  jnp.asarray(split.images))
+  predictions = np.argmax(jax.device_get(logits), -1)
+  return {"labeler_test_accuracy": evaluation.balanced_accuracy(predictions, split.labels,
+                                                                meta["num_classes"])}
 
 
 def evaluate(meta, params, split, mesh, seed=0):
