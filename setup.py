@@ -36,6 +36,8 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["tgt_jax", "tgt_jax.*"]),
     install_requires=INSTALL_REQUIRES,
     # matplotlib draws the sample-efficiency benchmark's plot (its smoke test runs in CI).
-    extras_require={"test": ["pytest>=8", "pytest-xdist>=3", "matplotlib>=3.11,<3.12"],
+    # pytest-timeout turns a hung test into one failure with every thread's stack.
+    extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3",
+                             "matplotlib>=3.11,<3.12"],
                     "bench": ["matplotlib>=3.11,<3.12"]},
 )

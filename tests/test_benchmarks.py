@@ -29,6 +29,7 @@ def test_step_cost_smallest_setting(tmp_path, capsys):
   assert [r["method"] for r in json.loads(out.read_text())["rows"]] == ["ce", "kd", "tgt_gradient"]
 
 
+@pytest.mark.slow      # 28 s with its arms' teacher
 def test_sample_efficiency_smoke_writes_table_csv_json_plot(tmp_path, tiny_teacher_dir, capsys):
   out = tmp_path / "se"
   rows = sample_efficiency.main(["--smoke", f"--out={out}", f"--teacher_dir={tiny_teacher_dir}",

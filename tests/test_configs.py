@@ -17,6 +17,7 @@ def load_config(name, arg):
   return configlib.load(os.path.join(CONFIGS, f"{name}.py"), arg)
 
 
+@pytest.mark.slow      # 26 s; the TFDS path runs by default in the imagenet test below
 def test_cifar10_runlocal_teacher_then_student(tmp_path):
   with tfds.testing.mock_data(num_examples=64, policy=tfds.testing.MockPolicy.USE_CODE):
     results = jobs.run(load_config("cifar10", "runlocal"), str(tmp_path))
@@ -28,7 +29,8 @@ def test_cifar10_runlocal_teacher_then_student(tmp_path):
   assert (tmp_path / "checkpoints").exists()
 
 
-@pytest.mark.parametrize("name", ["imagenet", "imagenet_lt"])
+@pytest.mark.parametrize("name", ["imagenet",
+                                  pytest.param("imagenet_lt", marks=pytest.mark.slow)])
 def test_imagenet_runlocal_with_a_teacher_from_three_parts(tmp_path, name):
   config = load_config(name, "runlocal")
   assert config.student.dtype == "bfloat16" and config.teacher.kind == "components"
@@ -60,8 +62,19 @@ def wordnet_config(arg, **overrides):
                         **{"data.dir": WORDNET_FIXTURE, **overrides})
 
 
-def test_wordnet_runlocal_teacher_student_pretrain_and_finetune(tmp_path):
-  """Every text job on the real file format (the fixture: no package needed)."""
+def test_wordnet_runlocal_pretrain_then_finetune(tmp_path):
+  """The text student's jobs without a teacher, on the real file format (the fixture)."""
+  pretrained = jobs.run(wordnet_config("runlocal,job=pretrain"), str(tmp_path / "pretrain"))
+  assert 0.0 <= pretrained["validation_masked_accuracy"] <= 1.0
+  finetuned = jobs.run(
+      wordnet_config("runlocal,method=ce", **{"student.init_from": pretrained["pretrained_dir"]}),
+      str(tmp_path / "finetuned"))
+  assert finetuned["checkpoint_step"] == 6
+  assert 0.0 <= finetuned["test"]["macro_f1"] <= 1.0 and "tail_accuracy" in finetuned["test"]
+
+
+@pytest.mark.slow      # 60 s: the text teacher job (also run by test_train_retrieval's fixture)
+def test_wordnet_runlocal_teacher_then_tgt_gradient_student(tmp_path):
   work = str(tmp_path)
   teacher_results = jobs.run(wordnet_config("runlocal,job=teacher"), work)
   assert 0.0 <= teacher_results["reconstruction_token_accuracy"] <= 1.0
@@ -72,13 +85,6 @@ def test_wordnet_runlocal_teacher_student_pretrain_and_finetune(tmp_path):
   assert results["checkpoint_step"] == 6 and results["data"]["num_labelled"] == 100
   assert 0.0 <= results["test"]["macro_f1"] <= 1.0 and "tail_accuracy" in results["test"]
   assert (tmp_path / "real_decoded_explored_0000006.txt").exists()
-
-  pretrained = jobs.run(wordnet_config("runlocal,job=pretrain"), work)
-  assert 0.0 <= pretrained["validation_masked_accuracy"] <= 1.0
-  finetuned = jobs.run(
-      wordnet_config("runlocal,method=ce", **{"student.init_from": pretrained["pretrained_dir"]}),
-      str(tmp_path / "finetuned"))
-  assert finetuned["checkpoint_step"] == 6
 
 
 def test_wordnet_configs_validate():

@@ -28,8 +28,9 @@ def test_masked_token_loss_is_finite_and_learnable():
   tokens = jax.random.randint(jax.random.key(1), (8, 10), 3, 30).astype(jnp.int32)
   params = student.init(jax.random.key(2), tokens)
   loss_fn = pretrain.masked_token_loss(student, 0.3)
-  loss, aux = loss_fn(params, {"image": tokens}, jax.random.key(3), 0)
-  grads = jax.grad(lambda p: loss_fn(p, {"image": tokens}, jax.random.key(3), 0)[0])(params)
+  loss, aux = jax.jit(loss_fn, static_argnums=3)(params, {"image": tokens}, jax.random.key(3), 0)
+  grads = jax.jit(jax.grad(lambda p: loss_fn(p, {"image": tokens}, jax.random.key(3), 0)[0]))(
+      params)
   assert np.isfinite(float(loss)) and 0.0 <= float(aux["masked_accuracy"]) <= 1.0
   assert float(jnp.abs(grads["params"]["mlm_bias"]).sum()) > 0
 

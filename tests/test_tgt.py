@@ -10,6 +10,8 @@ import pytest
 from tgt_jax import losses, models, tgt
 
 LATENT = 8
+# Jitted as in the train step (and so compiled once, not dispatched op by op on 8 devices).
+synthesize = jax.jit(tgt.synthesize, static_argnums=(1, 2, 4))
 
 
 @pytest.fixture(scope="module")
@@ -20,22 +22,23 @@ def setup():
   student = models.classifier("mlp", 10)
   x = jnp.zeros((1, 8, 8, 1))
   k = jax.random.split(jax.random.key(0), 4)
-  params = {"generator": generator.init(k[0], x, k[1]), "labeler": labeler.init(k[2], x)}
+  params = {"generator": jax.jit(generator.init)(k[0], x, k[1]),
+            "labeler": jax.jit(labeler.init)(k[2], x)}
   teacher_fns = tgt.Teacher(
       encode=lambda p, x: generator.apply(p["generator"], x, method=generator.encode)[0],
       decode=lambda p, z: generator.apply(p["generator"], z, method=generator.decode),
       label=lambda p, x: labeler.apply(p["labeler"], x) * 5.0,   # sharper teacher
       latent_dim=LATENT, pixel_range=(0.0, 1.0))
-  student_params = student.init(k[3], x)
+  student_params = jax.jit(student.init)(k[3], x)
   images = jax.random.uniform(jax.random.key(1), (32, 8, 8, 1))
   return teacher_fns, params, student.apply, student_params, images
 
 
 def _latent_discrepancy(setup):
   teacher_fns, params, student_apply, student_params, _ = setup
-  return lambda z: losses.kl_divergence(teacher_fns.label(params, teacher_fns.decode(params, z)),
-                                        student_apply(student_params,
-                                                      teacher_fns.decode(params, z)))
+  return jax.jit(lambda z: losses.kl_divergence(
+      teacher_fns.label(params, teacher_fns.decode(params, z)),
+      student_apply(student_params, teacher_fns.decode(params, z))))
 
 
 def test_gradient_step_beats_random_step_of_same_norm(setup):
@@ -84,7 +87,7 @@ def test_synthesize_shapes_ranges_and_determinism(setup, method):
   teacher_fns, params, student_apply, student_params, images = setup
   cfg = tgt.TGTConfig(method=method, num_samples=3, steps=2, eta=0.5)
   transfer = images[::-1].repeat(3, axis=0)       # kd_transfer's unlabelled real images
-  run = lambda key: tgt.synthesize(key, cfg, teacher_fns, params, student_apply, student_params,
+  run = lambda key: synthesize(key, cfg, teacher_fns, params, student_apply, student_params,
                                    images, transfer)
   x_syn = run(jax.random.key(5))
   assert x_syn.shape == (3 * images.shape[0], 8, 8, 1)
@@ -100,7 +103,7 @@ def test_kd_transfer_without_transfer_images_is_a_clear_error(setup):
   teacher_fns, params, student_apply, student_params, images = setup
   cfg = tgt.TGTConfig(method="kd_transfer")
   with pytest.raises(ValueError, match="batch\\['transfer'\\]"):
-    tgt.synthesize(jax.random.key(0), cfg, teacher_fns, params, student_apply, student_params,
+    synthesize(jax.random.key(0), cfg, teacher_fns, params, student_apply, student_params,
                    images)
 
 
@@ -179,14 +182,15 @@ def text_setup():
   student = models.classifier("bag_of_embeddings", 5, vocab_size=TEXT_VOCAB)
   x = jax.random.randint(jax.random.key(0), (16, TEXT_LEN), 3, TEXT_VOCAB).astype(jnp.int32)
   k = jax.random.split(jax.random.key(1), 4)
-  params = {"generator": vae.init(k[0], x, k[1]), "labeler": labeler.init(k[2], x)}
+  params = {"generator": jax.jit(vae.init)(k[0], x, k[1]),
+            "labeler": jax.jit(labeler.init)(k[2], x)}
   teacher_fns = tgt.Teacher(
       encode=lambda p, x: vae.apply(p["generator"], x, method=vae.encode)[0],
       decode=lambda p, z: vae.apply(p["generator"], z, method=vae.decode),
       label=lambda p, x: labeler.apply(p["labeler"], x) * 5.0,
       latent_dim=LATENT, pixel_range=(0.0, 1.0),
       decode_soft=lambda p, z: vae.apply(p["generator"], z, method=vae.decode_soft))
-  return teacher_fns, params, student.apply, student.init(k[3], x), x
+  return teacher_fns, params, student.apply, jax.jit(student.init)(k[3], x), x
 
 
 def test_relaxed_gradient_step_beats_random_step_of_same_norm(text_setup):
@@ -194,6 +198,7 @@ def test_relaxed_gradient_step_beats_random_step_of_same_norm(text_setup):
   a random step of the same length does."""
   teacher_fns, params, student_apply, student_params, _ = text_setup
 
+  @jax.jit
   def d(z):
     soft = teacher_fns.decode_soft(params, z)
     return losses.kl_divergence(teacher_fns.label(params, soft),
@@ -213,7 +218,7 @@ def test_relaxed_gradient_step_beats_random_step_of_same_norm(text_setup):
 def test_text_exploration_decodes_to_token_ids(text_setup, method):
   teacher_fns, params, student_apply, student_params, x = text_setup
   cfg = tgt.TGTConfig(method=method, num_samples=2, eta=2.0)
-  out = tgt.synthesize(jax.random.key(3), cfg, teacher_fns, params, student_apply,
+  out = synthesize(jax.random.key(3), cfg, teacher_fns, params, student_apply,
                        student_params, x)
   assert out.shape == (32, TEXT_LEN) and out.dtype == jnp.int32
   assert int(out.min()) >= 0 and int(out.max()) < TEXT_VOCAB
@@ -223,9 +228,9 @@ def test_input_space_ascent_on_soft_tokens_changes_tokens(text_setup):
   """The input-space variant moves the soft tokens and can change the decoded words."""
   teacher_fns, params, student_apply, student_params, x = text_setup
   key = jax.random.key(4)
-  random_ids = tgt.synthesize(key, tgt.TGTConfig(method="tgt_random"), teacher_fns, params,
+  random_ids = synthesize(key, tgt.TGTConfig(method="tgt_random"), teacher_fns, params,
                               student_apply, student_params, x)
-  ascended = tgt.synthesize(key, tgt.TGTConfig(method="tgt_gradient_input", eta=5.0, steps=3),
+  ascended = synthesize(key, tgt.TGTConfig(method="tgt_gradient_input", eta=5.0, steps=3),
                             teacher_fns, params, student_apply, student_params, x)
   assert bool(jnp.any(random_ids != ascended))
 
@@ -233,5 +238,5 @@ def test_input_space_ascent_on_soft_tokens_changes_tokens(text_setup):
 def test_mixup_refuses_token_ids(text_setup):
   teacher_fns, params, student_apply, student_params, x = text_setup
   with pytest.raises(ValueError, match="token ids"):
-    tgt.synthesize(jax.random.key(0), tgt.TGTConfig(method="kd_mixup"), teacher_fns, params,
+    synthesize(jax.random.key(0), tgt.TGTConfig(method="kd_mixup"), teacher_fns, params,
                    student_apply, student_params, x)
