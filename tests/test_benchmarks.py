@@ -81,7 +81,7 @@ def test_targets_are_reported_not_asserted():
                 "(target ≥ +10)"]
 
 
-@pytest.mark.slow   # ~1 min; the same runlocal jobs run by default in test_configs.py
+@pytest.mark.slow   # ~1 min; its jobs run by default in e2e/ (text teacher, pretraining)
 def test_text_classification_smoke_writes_table_and_resumes(tmp_path, capsys):
   argv = ["--smoke", f"--work={tmp_path / 'work'}", f"--out={tmp_path / 'out'}"]
   summary = text_classification.main(argv)

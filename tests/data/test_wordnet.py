@@ -8,7 +8,7 @@ import pytest
 from tgt_jax.data import datasets
 from tgt_jax.data import wordnet
 
-FIXTURE_DIR = os.path.join(os.path.dirname(__file__), "fixtures", "wordnet")
+FIXTURE_DIR = os.path.join(os.path.dirname(__file__), "..", "fixtures", "wordnet")
 REAL_FILE = os.path.join(wordnet.DEFAULT_DIR, "data.noun")
 needs_real_wordnet = pytest.mark.skipif(
     not os.path.isfile(REAL_FILE), reason="apt-get install wordnet-base")

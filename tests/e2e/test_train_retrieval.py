@@ -18,8 +18,8 @@ from tgt_jax.tasks import retrieval as train_retrieval
 from tgt_jax.data import reverse_dictionary, wordnet
 from tgt_jax.models import dual_encoder
 
-REPO = os.path.join(os.path.dirname(__file__), "..")
-FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "wordnet")
+REPO = os.path.join(os.path.dirname(__file__), "..", "..")
+FIXTURE = os.path.join(os.path.dirname(__file__), "..", "fixtures", "wordnet")
 METRICS = ("recall@1", "recall@10", "mrr")
 
 

@@ -27,7 +27,7 @@ from tgt_jax.tasks import classification
 
 from conftest import digits_config
 
-ROOT = os.path.join(os.path.dirname(__file__), "..")
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 STEPS = 24
 OVERRIDES = {"num_train_steps": STEPS, "log_every": 1, "eval_every": 12, "checkpoint_every": 12,
              "batch_size": 32, "eval_batch_size": 64}

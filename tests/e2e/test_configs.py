@@ -10,7 +10,7 @@ from tgt_jax import configlib
 from tgt_jax import jobs
 from tgt_jax.engine import state as state_lib
 
-CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
+CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
 
 
 def load_config(name, arg):
@@ -54,7 +54,7 @@ def test_full_size_configs_validate():
     jobs.validate(load_config(name, arg))
 
 
-WORDNET_FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "wordnet")
+WORDNET_FIXTURE = os.path.join(os.path.dirname(__file__), "..", "fixtures", "wordnet")
 
 
 def wordnet_config(arg, **overrides):

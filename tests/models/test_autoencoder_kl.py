@@ -21,7 +21,7 @@ from conftest import assert_names_missing_and_unused
 from tgt_jax.models import autoencoder_kl as akl
 from tgt_jax.models import weight_files
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "pretrained")
+FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "pretrained")
 VARIANTS = ("autoencoder_kl", "autoencoder_kl_16ch")
 TINY = os.path.join(FIXTURES, "autoencoder_kl")
 # XLA:CPU options that compile small graphs faster (no LLVM optimisation, no fusion emitters).

@@ -11,7 +11,7 @@ from conftest import assert_bf16_compute_close, assert_names_missing_and_unused
 from tgt_jax.models import bit
 from tgt_jax.models.weight_files import WeightFileError
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "pretrained", "bit")
+FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "pretrained", "bit")
 NPZ = os.path.join(FIXTURES, "tiny_bit.npz")
 GROUPS = 4        # the tiny fixture's GroupNorm groups (BiT's own files use 32, the default)
 # XLA's CPU compile dominates these tests; its backend optimisation level 0 halves it and

@@ -19,7 +19,7 @@ from tgt_jax.tasks import classification
 
 from conftest import digits_config
 
-ROOT = os.path.join(os.path.dirname(__file__), "..")
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 STEPS = 600
 # A run long enough to be interrupted part-way: checkpoints every 50 steps.
 OVERRIDES = {"num_train_steps": STEPS, "checkpoint_every": 50, "log_every": 50,

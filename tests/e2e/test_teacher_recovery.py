@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.join(os.path.dirname(__file__), "..")
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 STEPS, CHECKPOINT_EVERY, LOG_EVERY = 400, 40, 10
 
 

@@ -7,8 +7,8 @@ import pytest
 from tgt_jax import models
 
 
-# The ResNets have their own tests (tests/test_resnet.py); running them on 8×8 here costs a minute.
-# Text models: tests/test_text_models.py.
+# The ResNets have their own tests (tests/models/test_resnet.py); running them on 8×8 here costs a minute.
+# Text models: tests/models/test_text.py.
 @pytest.mark.parametrize("name", sorted(n for n in models.CLASSIFIERS
                                         if not n.startswith("resnet") and not models.reads_text(n)))
 def test_classifiers_give_logits(name):

@@ -12,7 +12,7 @@ from conftest import assert_bf16_compute_close, assert_names_missing_and_unused
 from tgt_jax.models import timm_resnet
 from tgt_jax.models.weight_files import WeightFileError
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "pretrained", "timm_resnet")
+FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "pretrained", "timm_resnet")
 TINY = dict(stage_sizes=(2, 1, 1, 1), channels=(4, 8, 16, 32))
 ARCHS = {"basic": dict(TINY, bottleneck=False), "bottleneck": dict(TINY, bottleneck=True)}
 # XLA's CPU compile dominates these tests; its backend optimisation level 0 halves it and
