@@ -14,24 +14,30 @@ LATENT = 8
 synthesize = jax.jit(tgt.synthesize, static_argnums=(1, 2, 4))
 
 
-@pytest.fixture(scope="module")
-def setup():
-  """Random-init teacher and student: the discrepancy between them is smooth and non-zero."""
-  generator = models.generator("conv_vae", (8, 8, 1), LATENT)
-  labeler = models.classifier("cnn_labeler", 10)
-  student = models.classifier("mlp", 10)
-  x = jnp.zeros((1, 8, 8, 1))
-  k = jax.random.split(jax.random.key(0), 4)
+def _random_teacher(generator, labeler, student, x, seed):
+  """(tgt.Teacher, its params, student apply, student params), all random-init. The labeler's
+  logits are scaled ×5: a sharper teacher, so the discrepancy is clearly non-zero."""
+  k = jax.random.split(jax.random.key(seed), 4)
   params = {"generator": jax.jit(generator.init)(k[0], x, k[1]),
             "labeler": jax.jit(labeler.init)(k[2], x)}
+  soft = getattr(generator, "decode_soft", None)
   teacher_fns = tgt.Teacher(
       encode=lambda p, x: generator.apply(p["generator"], x, method=generator.encode)[0],
       decode=lambda p, z: generator.apply(p["generator"], z, method=generator.decode),
-      label=lambda p, x: labeler.apply(p["labeler"], x) * 5.0,   # sharper teacher
-      latent_dim=LATENT, pixel_range=(0.0, 1.0))
-  student_params = jax.jit(student.init)(k[3], x)
-  images = jax.random.uniform(jax.random.key(1), (32, 8, 8, 1))
-  return teacher_fns, params, student.apply, student_params, images
+      label=lambda p, x: labeler.apply(p["labeler"], x) * 5.0,
+      latent_dim=LATENT, pixel_range=(0.0, 1.0),
+      decode_soft=(lambda p, z: generator.apply(p["generator"], z, method=soft))
+      if soft is not None else None)
+  return teacher_fns, params, student.apply, jax.jit(student.init)(k[3], x)
+
+
+@pytest.fixture(scope="module")
+def setup():
+  """Random-init teacher and student: the discrepancy between them is smooth and non-zero."""
+  teacher = _random_teacher(models.generator("conv_vae", (8, 8, 1), LATENT),
+                            models.classifier("cnn_labeler", 10), models.classifier("mlp", 10),
+                            jnp.zeros((1, 8, 8, 1)), seed=0)
+  return *teacher, jax.random.uniform(jax.random.key(1), (32, 8, 8, 1))
 
 
 def _latent_discrepancy(setup):
@@ -177,20 +183,12 @@ TEXT_VOCAB, TEXT_LEN = 40, 8
 @pytest.fixture(scope="module")
 def text_setup():
   """Random-init sequence VAE, transformer labeler and bag-of-embeddings student."""
-  vae = models.generator("text_vae_tiny", (TEXT_LEN,), LATENT, vocab_size=TEXT_VOCAB)
-  labeler = models.classifier("text_tiny", 5, vocab_size=TEXT_VOCAB)
-  student = models.classifier("bag_of_embeddings", 5, vocab_size=TEXT_VOCAB)
   x = jax.random.randint(jax.random.key(0), (16, TEXT_LEN), 3, TEXT_VOCAB).astype(jnp.int32)
-  k = jax.random.split(jax.random.key(1), 4)
-  params = {"generator": jax.jit(vae.init)(k[0], x, k[1]),
-            "labeler": jax.jit(labeler.init)(k[2], x)}
-  teacher_fns = tgt.Teacher(
-      encode=lambda p, x: vae.apply(p["generator"], x, method=vae.encode)[0],
-      decode=lambda p, z: vae.apply(p["generator"], z, method=vae.decode),
-      label=lambda p, x: labeler.apply(p["labeler"], x) * 5.0,
-      latent_dim=LATENT, pixel_range=(0.0, 1.0),
-      decode_soft=lambda p, z: vae.apply(p["generator"], z, method=vae.decode_soft))
-  return teacher_fns, params, student.apply, jax.jit(student.init)(k[3], x), x
+  teacher = _random_teacher(
+      models.generator("text_vae_tiny", (TEXT_LEN,), LATENT, vocab_size=TEXT_VOCAB),
+      models.classifier("text_tiny", 5, vocab_size=TEXT_VOCAB),
+      models.classifier("bag_of_embeddings", 5, vocab_size=TEXT_VOCAB), x, seed=1)
+  return *teacher, x
 
 
 def test_relaxed_gradient_step_beats_random_step_of_same_norm(text_setup):

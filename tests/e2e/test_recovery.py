@@ -122,19 +122,43 @@ def test_sigkill_then_restart_matches_uninterrupted(tmp_path, tiny_teacher_dir, 
   _assert_same_as_reference(workdir, reference, tiny_teacher_dir)
 
 
-def test_sigterm_saves_exits_and_resumes(tmp_path, tiny_teacher_dir, reference):
+@pytest.mark.parametrize("sig,code", [
+    (signal.SIGTERM, 143),
+    pytest.param(signal.SIGINT, 130, marks=pytest.mark.slow),   # Ctrl-C: the same path, 27 s
+])
+def test_signal_saves_exits_and_resumes(tmp_path, tiny_teacher_dir, reference, sig, code):
   workdir = str(tmp_path)
   proc = _start(tiny_teacher_dir, workdir)
   _wait_for_checkpoint(workdir, proc)
-  proc.send_signal(signal.SIGTERM)
+  proc.send_signal(sig)
   _, stderr = proc.communicate(timeout=300)
-  assert proc.returncode == 143, stderr[-3000:]
+  assert proc.returncode == code, stderr[-3000:]
   assert "Preempted: saved step" in stderr
   saved = int(stderr.split("Preempted: saved step ")[1].split()[0])
   assert 0 < saved < STEPS
   assert str(saved) in os.listdir(os.path.join(workdir, "checkpoints"))
   out = _restart_to_completion(tiny_teacher_dir, workdir)
   assert f"Restored student checkpoint at step {saved}" in out.stderr
+  _assert_same_as_reference(workdir, reference, tiny_teacher_dir)
+
+
+@pytest.mark.slow        # 30 s: one more interrupted-length run
+def test_a_second_start_is_refused_at_once_and_the_first_finishes_as_if_alone(
+    tmp_path, tiny_teacher_dir, reference):
+  workdir = str(tmp_path)
+  first = _start(tiny_teacher_dir, workdir)
+  try:
+    _wait_for_checkpoint(workdir, first)
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    second = subprocess.run(_cli_args(tiny_teacher_dir, workdir), cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert second.returncode != 0 and first.poll() is None
+    assert f"in use by PID {first.pid} on host" in second.stderr, second.stderr[-3000:]
+    _, stderr = first.communicate(timeout=600)
+  finally:
+    if first.poll() is None:
+      first.kill()
+  assert first.returncode == 0, stderr[-3000:]
   _assert_same_as_reference(workdir, reference, tiny_teacher_dir)
 
 

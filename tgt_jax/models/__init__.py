@@ -14,7 +14,7 @@ import functools
 from tgt_jax.models.bigbigan import Encoder, Generator
 from tgt_jax.models.classifiers import ConvNet, MLP
 from tgt_jax.models.resnet import ResNet
-from tgt_jax.models.text import BagOfEmbeddings, TextVAE, TransformerClassifier
+from tgt_jax.models.text import BagOfEmbeddings, TextVAE, TransformerClassifier, TransformerSize
 from tgt_jax.models.vae import ConvVAE
 
 CLASSIFIERS = {
@@ -37,16 +37,16 @@ CLASSIFIERS = {
     "resnet_tiny": functools.partial(ResNet, stage_sizes=(1, 1), bottleneck=True, width=1 / 8),
     # Text (token ids or soft tokens). 0.46M parameters with 6k words, 85% in the
     # embeddings: the text student (also pretrained with masked tokens for the baseline).
-    "text_transformer": functools.partial(TransformerClassifier, width=64, depth=2, heads=4,
-                                          mlp_dim=128),
+    "text_transformer": functools.partial(TransformerClassifier,
+                                          size=TransformerSize(64, 2, 4, 128)),
     # Order-blind baseline student: mean of word embeddings → MLP (0.39M parameters).
     "bag_of_embeddings": functools.partial(BagOfEmbeddings, width=64, hidden=64),
     # The text labeler (1.18M parameters): wider and deeper than the student, trained on
     # every train label.
-    "text_labeler": functools.partial(TransformerClassifier, width=128, depth=3, heads=4,
-                                      mlp_dim=256),
+    "text_labeler": functools.partial(TransformerClassifier,
+                                      size=TransformerSize(128, 3, 4, 256)),
     # For CPU tests and smoke runs only.
-    "text_tiny": functools.partial(TransformerClassifier, width=16, depth=1, heads=2, mlp_dim=32),
+    "text_tiny": functools.partial(TransformerClassifier, size=TransformerSize(16, 1, 2, 32)),
 }
 
 ENCODERS = {
@@ -66,8 +66,8 @@ GENERATORS = {
     "bigbigan_generator_tiny": functools.partial(Generator, resolution=16, width=1 / 8),
     # Sequence VAE over token ids (image_shape = (max_len,)): the text teacher's E and G
     # (1.48M parameters with 6k words).
-    "text_vae": functools.partial(TextVAE, width=96, depth=2, heads=4, mlp_dim=192),
-    "text_vae_tiny": functools.partial(TextVAE, width=16, depth=1, heads=2, mlp_dim=32),
+    "text_vae": functools.partial(TextVAE, size=TransformerSize(96, 2, 4, 192)),
+    "text_vae_tiny": functools.partial(TextVAE, size=TransformerSize(16, 1, 2, 32)),
 }
 
 

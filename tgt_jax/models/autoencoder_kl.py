@@ -239,37 +239,33 @@ def _output_layers(x, features, groups, dtype):
   return _conv(features, 3, dtype, "conv_out")(x)
 
 
-class Encoder(nn.Module):
+class Coder(nn.Module):
+  """diffusers' Encoder (`down`: conv_in → down blocks → mid block → out) or Decoder (`up`:
+  conv_in → mid block → up blocks, one resnet more each → out); the two mirror each other."""
   config: AutoencoderKLConfig
   dtype: Any
+  direction: str          # "down" (the encoder) or "up" (the decoder)
 
   @nn.compact
   def __call__(self, x):
-    cfg, groups = self.config, self.config.norm_num_groups
-    x = _conv(cfg.block_out_channels[0], 3, self.dtype, "conv_in")(x)
-    last = len(cfg.block_out_channels) - 1
-    for i, features in enumerate(cfg.block_out_channels):
-      x = Stage(features, cfg.layers_per_block, groups, "down" if i < last else None,
-                self.dtype, name=f"down_blocks_{i}")(x)
-    x = MidBlock(x.shape[-1], groups, cfg.mid_block_add_attention, self.dtype,
-                 name="mid_block")(x)
-    return _output_layers(x, 2 * cfg.latent_channels, groups, self.dtype)
+    cfg, groups, down = self.config, self.config.norm_num_groups, self.direction == "down"
+    widths = tuple(cfg.block_out_channels if down else reversed(cfg.block_out_channels))
+    x = _conv(widths[0], 3, self.dtype, "conv_in")(x)
 
+    def stages(x):
+      for i, features in enumerate(widths):
+        x = Stage(features, cfg.layers_per_block + (0 if down else 1), groups,
+                  self.direction if i < len(widths) - 1 else None, self.dtype,
+                  name=f"{self.direction}_blocks_{i}")(x)
+      return x
 
-class Decoder(nn.Module):
-  config: AutoencoderKLConfig
-  dtype: Any
+    def mid(x):
+      return MidBlock(x.shape[-1], groups, cfg.mid_block_add_attention, self.dtype,
+                      name="mid_block")(x)
 
-  @nn.compact
-  def __call__(self, z):
-    cfg, groups = self.config, self.config.norm_num_groups
-    widths = tuple(reversed(cfg.block_out_channels))
-    x = _conv(widths[0], 3, self.dtype, "conv_in")(z)
-    x = MidBlock(widths[0], groups, cfg.mid_block_add_attention, self.dtype, name="mid_block")(x)
-    for i, features in enumerate(widths):
-      x = Stage(features, cfg.layers_per_block + 1, groups,
-                "up" if i < len(widths) - 1 else None, self.dtype, name=f"up_blocks_{i}")(x)
-    return _output_layers(x, cfg.out_channels, groups, self.dtype)
+    x = mid(stages(x)) if down else stages(mid(x))
+    return _output_layers(x, 2 * cfg.latent_channels if down else cfg.out_channels, groups,
+                          self.dtype)
 
 
 class AutoencoderKL(nn.Module):
@@ -279,8 +275,8 @@ class AutoencoderKL(nn.Module):
 
   def setup(self):
     cfg = self.config
-    self.encoder = Encoder(cfg, self.dtype)
-    self.decoder = Decoder(cfg, self.dtype)
+    self.encoder = Coder(cfg, self.dtype, "down")
+    self.decoder = Coder(cfg, self.dtype, "up")
     if cfg.use_quant_conv:
       self.quant_conv = nn.Conv(2 * cfg.latent_channels, (1, 1), dtype=self.dtype)
     if cfg.use_post_quant_conv:

@@ -11,6 +11,7 @@ retrieved in training still arrive with what the definitions taught. Both towers
 score q·d is a cosine (retrieval.similarity divides it by a temperature).
 """
 
+import dataclasses
 import functools
 
 import flax.linen as nn
@@ -29,25 +30,21 @@ class DualEncoder(nn.Module):
   """Query and document towers of a reverse dictionary (gloss → lemma set)."""
   query_vocab: int
   doc_vocab: int
-  width: int = 64
-  depth: int = 2
-  heads: int = 4
-  mlp_dim: int = 128
+  size: text.TransformerSize = text.TransformerSize()   # the query tower's trunk
   embed_dim: int = 64
   doc_depth: int = 0             # 0: order-blind bag of embeddings → MLP
   share_words: bool = True       # document ids < query_vocab also read the query table
 
   def setup(self):
-    self.query_trunk = text.Trunk(self.query_vocab, self.width, self.depth, self.heads,
-                                  self.mlp_dim)
+    s = self.size
+    self.query_trunk = text.Trunk(self.query_vocab, s)
     self.query_out = nn.Dense(self.embed_dim)
     if self.doc_depth:
-      self.doc_trunk = text.Trunk(self.doc_vocab, self.width, self.doc_depth, self.heads,
-                                  self.mlp_dim)
+      self.doc_trunk = text.Trunk(self.doc_vocab, dataclasses.replace(s, depth=self.doc_depth))
     else:
-      self.doc_tokens = text.TokenEmbedding(self.doc_vocab, self.width, max_len=0)
-      self.doc_hidden = nn.Dense(self.mlp_dim)
-      self.doc_residual = nn.Dense(self.width)
+      self.doc_tokens = text.TokenEmbedding(self.doc_vocab, s.width, max_len=0)
+      self.doc_hidden = nn.Dense(s.mlp_dim)
+      self.doc_residual = nn.Dense(s.width)
     self.doc_out = nn.Dense(self.embed_dim)
 
   def embed_queries(self, q):
@@ -83,13 +80,13 @@ class DualEncoder(nn.Module):
 DUAL_ENCODERS = {
     # The student: the text student's trunk (width 64, depth 2) and a bag-of-embeddings
     # document tower.
-    "dual_small": functools.partial(DualEncoder, width=64, depth=2, heads=4, mlp_dim=128,
+    "dual_small": functools.partial(DualEncoder, size=text.TransformerSize(64, 2, 4, 128),
                                     embed_dim=64),
     # The teacher scorer: wider, one more query layer, a transformer over the lemma list.
-    "dual_large": functools.partial(DualEncoder, width=128, depth=3, heads=4, mlp_dim=256,
+    "dual_large": functools.partial(DualEncoder, size=text.TransformerSize(128, 3, 4, 256),
                                     embed_dim=128, doc_depth=1),
     # For CPU tests and smoke runs only.
-    "dual_tiny": functools.partial(DualEncoder, width=16, depth=1, heads=2, mlp_dim=32,
+    "dual_tiny": functools.partial(DualEncoder, size=text.TransformerSize(16, 1, 2, 32),
                                    embed_dim=16),
 }
 

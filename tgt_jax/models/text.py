@@ -12,6 +12,8 @@ logits in one pass. Decoding is one jitted call with no loop over positions, and
 its relaxation softmax(logits) is exactly differentiable in z.
 """
 
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -106,17 +108,24 @@ class Block(nn.Module):
     return h + nn.Dense(self.width)(nn.gelu(y))
 
 
+@dataclasses.dataclass(frozen=True)
+class TransformerSize:
+  """A transformer trunk's shape: what every text model's registry entry chooses."""
+  width: int = 64
+  depth: int = 2
+  heads: int = 4
+  mlp_dim: int = 128
+
+
 class Trunk(nn.Module):
   """Embedding + transformer blocks: per-token features and the mask."""
   vocab_size: int
-  width: int
-  depth: int
-  heads: int
-  mlp_dim: int
+  size: TransformerSize
 
   def setup(self):
-    self.embed = TokenEmbedding(self.vocab_size, self.width)
-    self.blocks = [Block(self.width, self.heads, self.mlp_dim) for _ in range(self.depth)]
+    s = self.size
+    self.embed = TokenEmbedding(self.vocab_size, s.width)
+    self.blocks = [Block(s.width, s.heads, s.mlp_dim) for _ in range(s.depth)]
     self.norm = nn.LayerNorm()
 
   def __call__(self, x, added=None):
@@ -132,13 +141,10 @@ class TransformerClassifier(nn.Module):
   """Transformer encoder, masked mean-pool, linear head: the text student and labeler."""
   num_classes: int
   vocab_size: int
-  width: int = 64
-  depth: int = 2
-  heads: int = 4
-  mlp_dim: int = 128
+  size: TransformerSize = TransformerSize()
 
   def setup(self):
-    self.trunk = Trunk(self.vocab_size, self.width, self.depth, self.heads, self.mlp_dim)
+    self.trunk = Trunk(self.vocab_size, self.size)
     self.head = nn.Dense(self.num_classes)
     self.mlm_bias = self.param("mlm_bias", nn.initializers.zeros, (self.vocab_size,))
 
@@ -182,20 +188,18 @@ class TextVAE(nn.Module):
   vocab_size: int
   image_shape: tuple
   latent_dim: int = 32
-  width: int = 128
-  depth: int = 2
-  heads: int = 4
-  mlp_dim: int = 256
+  size: TransformerSize = TransformerSize(width=128, depth=2, heads=4, mlp_dim=256)
   output_range: tuple = (0.0, 1.0)
 
   def setup(self):
-    self.encoder = Trunk(self.vocab_size, self.width, self.depth, self.heads, self.mlp_dim)
+    s = self.size
+    self.encoder = Trunk(self.vocab_size, s)
     self.to_latent = nn.Dense(2 * self.latent_dim)
-    self.from_latent = nn.Dense(self.width)
-    self.to_positions = nn.Dense(self.image_shape[0] * self.width)
+    self.from_latent = nn.Dense(s.width)
+    self.to_positions = nn.Dense(self.image_shape[0] * s.width)
     self.positions = self.param("decoder_position", nn.initializers.normal(0.02),
-                                (self.image_shape[0], self.width))
-    self.decoder = [Block(self.width, self.heads, self.mlp_dim) for _ in range(self.depth)]
+                                (self.image_shape[0], s.width))
+    self.decoder = [Block(s.width, s.heads, s.mlp_dim) for _ in range(s.depth)]
     self.decoder_norm = nn.LayerNorm()
     self.to_vocab = nn.Dense(self.vocab_size)
 
