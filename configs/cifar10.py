@@ -38,7 +38,7 @@ def get_config(arg=None):
       image_size=32, channels=3, pixel_range=(0.0, 1.0),
       augment="crop_flip",             # tf.data: pad 4, random 32×32 crop, flip
       shuffle_buffer=10_000, cache=True,   # 45k small images: caching encoded bytes is cheap
-      labels_per_class=25, imbalance=0.0, head_count=0))
+      labels_per_class=25, imbalance=0.0, head_count=0, index_file=""))
   config.student = ml_collections.ConfigDict(dict(model="cnn_small"))
   config.teacher = configlib.digits_teacher(arg.runlocal)
   config.teacher.update(dict(latent_dim=64, labeler="resnet18_cifar", generator_steps=20_000,

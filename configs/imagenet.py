@@ -59,7 +59,7 @@ def get_config(arg=None):
       image_size=224, channels=3, pixel_range=(-1.0, 1.0),   # the generator's output range
       augment="inception_crop_flip", crop_fraction=0.875,
       shuffle_buffer=10_000, cache=False,      # host-RAM-safe: bounded buffer, no raw cache
-      labels_per_class=0, imbalance=0.0, head_count=0))
+      labels_per_class=0, imbalance=0.0, head_count=0, index_file=""))
   config.student = ml_collections.ConfigDict(dict(model="resnet50", dtype="bfloat16"))
   config.teacher = imagenet_teacher(arg.runlocal)
   config.method = arg.method

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import pytest
 import tensorflow_datasets as tfds
@@ -90,3 +91,32 @@ def test_wordnet_runlocal_teacher_then_tgt_gradient_student(tmp_path):
 def test_wordnet_configs_validate():
   for arg in ("", "job=teacher", "job=pretrain", "student=bag_of_embeddings,method=kd"):
     jobs.validate(wordnet_config(arg))
+
+
+def _documented_overrides(text):
+  return set(re.findall(r"--config\.([A-Za-z_][A-Za-z0-9_.]*)=", text))
+
+
+def _has_key(config, dotted):
+  node = config
+  for part in dotted.split("."):
+    if not hasattr(node, "keys") or part not in node:
+      return False
+    node = node[part]
+  return True
+
+
+def test_every_documented_override_exists():
+  """A `--config.KEY=` in a config's docstring is a key of that config; one in the README is a
+  key of some config (with lock_config, an override of a missing key is an error)."""
+  configs = {name[:-3]: load_config(name[:-3], "") for name in sorted(os.listdir(CONFIGS))
+             if name.endswith(".py")}
+  for name, config in configs.items():
+    with open(os.path.join(CONFIGS, f"{name}.py")) as f:
+      missing = [k for k in _documented_overrides(f.read()) if not _has_key(config, k)]
+    assert not missing, f"configs/{name}.py documents {missing}"
+  with open(os.path.join(CONFIGS, "..", "README.md")) as f:
+    readme = _documented_overrides(f.read()) - {"KEY"}      # the placeholder in the usage line
+  assert readme
+  missing = [k for k in readme if not any(_has_key(c, k) for c in configs.values())]
+  assert not missing, f"README.md documents {missing}"
