@@ -24,6 +24,7 @@ import numpy as np
 from etils import epath
 
 IDENTITY_FILE = "run_identity.json"
+TEACHER_IDENTITY_FILE = "teacher_identity.json"   # the parameters a student run distils from
 LOCK_FILE = "LOCK"
 
 # Keys a resumed run may change: how long it runs, how often it logs, evaluates and
@@ -113,7 +114,7 @@ def identity(config):
   return {k: v for k, v in _flatten(tree).items() if k not in RESUMABLE_KEYS}
 
 
-def record_or_check(directory, ident, what, *, write=True):
+def record_or_check(directory, ident, what, *, write=True, file=IDENTITY_FILE):
   """Records `ident` in directory/run_identity.json, or checks it against the recorded one.
 
   Absent: written (process 0, atomically) unless write=False (e.g. eval_only, which
@@ -122,11 +123,11 @@ def record_or_check(directory, ident, what, *, write=True):
   ("student run", ...). Callers add context to `ident` (e.g. the teacher's directory
   and fingerprint) as more keys.
   """
-  path = epath.Path(directory) / IDENTITY_FILE
+  path = epath.Path(directory) / file
   new = _jsonable(ident)
   if not path.exists():
     if write and jax.process_index() == 0:
-      tmp = path.parent / f".{IDENTITY_FILE}.{uuid.uuid4().hex}.tmp"
+      tmp = path.parent / f".{file}.{uuid.uuid4().hex}.tmp"
       tmp.write_text(json.dumps({"what": what, "identity": new}, indent=2, sort_keys=True))
       tmp.rename(path)
     return
@@ -146,7 +147,7 @@ def record_or_check(directory, ident, what, *, write=True):
            if key not in recorded or key not in new or recorded[key] != new[key]]
   raise IdentityMismatch(
       f"--workdir {os.fspath(directory)!r} holds another {what} ({len(lines)} setting(s) "
-      f"differ from the ones recorded in {IDENTITY_FILE}):\n" + "\n".join(lines) +
+      f"differ from the ones recorded in {file}):\n" + "\n".join(lines) +
       f"\nUse another --workdir for this {what}, or restore the original values to resume it.")
 
 

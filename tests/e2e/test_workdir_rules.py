@@ -103,3 +103,19 @@ def test_a_workdir_that_is_a_file_is_a_named_error(tmp_path, tiny_teacher_dir):
                      match=re.escape(f"--workdir {str(path)!r} is a regular file")):
     jobs.run(_config(tiny_teacher_dir), str(path))
   assert path.read_text() == "x"
+
+
+def test_a_resume_with_another_teacher_in_the_same_directory_is_refused(tmp_path, digits):
+  """teacher.dir names a directory; what the run distilled from is its parameters."""
+  teacher_dir, workdir = str(tmp_path / "teacher"), str(tmp_path / "run")
+  shared = {"teacher.dir": teacher_dir, "teacher.generator_steps": 5,
+            "teacher.labeler_steps": 5}
+  jobs.run(digits_config("runlocal", **{**SMALL, **shared}), workdir)
+  assert (tmp_path / "run" / workdir_lib.TEACHER_IDENTITY_FILE).exists()
+  before = _tree_bytes(os.path.join(workdir, "checkpoints"))
+  shutil.rmtree(teacher_dir)                 # retrained in place with another seed
+  jobs.run(digits_config("runlocal", **{**shared, "job": "teacher", "teacher.seed": 1}),
+           str(tmp_path / "elsewhere"))
+  with pytest.raises(workdir_lib.IdentityMismatch, match=r"teacher_params\.labeler: recorded"):
+    jobs.run(digits_config("runlocal", **{**SMALL, **shared, "num_train_steps": 6}), workdir)
+  assert _tree_bytes(os.path.join(workdir, "checkpoints")) == before

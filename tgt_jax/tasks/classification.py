@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tgt_jax import metrics, models, sharding, tgt
+from tgt_jax import metrics, models, sharding, tgt, workdir as workdir_lib
 from tgt_jax.data import augment, sources, subsets
 from tgt_jax.engine import artifacts, loop, state as state_lib
 from tgt_jax.evaluation import classification as evaluation
@@ -116,6 +116,12 @@ def run(config, workdir):
                counts.tolist())
 
   teacher = loading.teacher_for(config, cfg, workdir, source, mesh)
+  if teacher.params is not None:    # a resume must distil from the same teacher parameters
+    used = loading.parts_used(teacher.params, cfg)
+    workdir_lib.record_or_check(
+        workdir, {f"teacher_params.{p}": loading.params_fingerprint(teacher.params, [p])
+                  for p in used},
+        "student run's teacher", file=workdir_lib.TEACHER_IDENTITY_FILE)
   student, tx, state, step_key = init_student(config, source, mesh)
   predict = evaluation.make_predict(student.apply, mesh)
   groups = subsets.class_groups(counts)

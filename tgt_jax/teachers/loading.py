@@ -7,10 +7,13 @@ A method that needs no teacher (ce) loads none.
 """
 
 import dataclasses
+import hashlib
 import json
 import logging
 from typing import Any, Optional
 
+import jax
+import numpy as np
 from etils import epath
 
 from tgt_jax import models, tgt
@@ -110,6 +113,24 @@ def load_or_train_teacher(config, workdir, source, mesh, parts=generative.PARTS)
   return generative.load(directory, source.image_shape, source.num_classes,
                          latent_dim=config.teacher.latent_dim, mesh=mesh,
                          vocabulary=source.vocabulary)
+
+
+def params_fingerprint(params, parts):
+  """A short hash of the `parts` of a teacher's parameters (names, shapes, dtypes, values):
+  which teacher a student distils from, whatever its directory or JSON say. Reads each
+  process's own replica, so it works on a pod."""
+  digest = hashlib.sha256()
+  for part in sorted(parts):
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params[part])[0]:
+      value = np.asarray(leaf.addressable_data(0) if hasattr(leaf, "addressable_data") else leaf)
+      digest.update(f"{part}{jax.tree_util.keystr(path)}{value.dtype}{value.shape}".encode())
+      digest.update(value.tobytes())
+  return digest.hexdigest()[:16]
+
+
+def parts_used(params, cfg):
+  """The teacher parts whose parameters a method reads: the labeler; the rest to make x'."""
+  return sorted(params) if cfg.uses_synthetic else ["labeler"]
 
 
 def teacher_for(config, cfg, workdir, source, mesh):
