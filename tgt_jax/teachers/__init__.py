@@ -3,5 +3,6 @@
 generative.py (the VAE + labeler teacher on disk), components.py (E, G, T from three
 part directories), text.py (the sequence VAE's objective and figures), retrieval.py
 (the dual-encoder retrieval teacher), training.py (every teacher part on the
-engine's loop, and the teacher job), loading.py (the student's teacher).
+engine's loop, and the teacher job), loading.py (the student's teacher), pretrained.py
+(a published AutoencoderKL as E and G with a BiT or timm labeler; not yet a teacher.kind).
 """

@@ -1,0 +1,93 @@
+"""A published teacher: a diffusers AutoencoderKL as E and G, a BiT or timm ResNet as T.
+
+The parts were trained on their own conventions, and the student sees the data's:
+  * pixels: the student's images lie in the data's `pixel_range`; the autoencoder
+    takes and returns [-1, 1]; each labeler declares its range and resolution
+    (`input_spec`), and its input is mapped and resized to it.
+  * latents: E(x) is the autoencoder's scaled posterior mean, a [h/f, w/f, C] map
+    (f = 2^(stages − 1)); TGT's exploration works on vectors, so E flattens it and
+    G reshapes it back. `latent_dim` is h/f · w/f · C for the student's image size.
+  * G's output is clipped to [-1, 1] before it is mapped into `pixel_range`, like
+    every generator of tgt_jax.
+Parameters are {"generator": autoencoder variables, "labeler": labeler variables}.
+"""
+
+import math
+
+import jax.numpy as jnp
+
+from tgt_jax import sharding, tgt
+from tgt_jax.models import autoencoder_kl, bit, timm_resnet
+
+LABELER_FORMATS = ("bit", "timm")
+VAE_RANGE = (-1.0, 1.0)
+
+
+def load_labeler(fmt, path, arch=None, num_classes=None, dtype=jnp.float32, **kwargs):
+  """(module, variables) of a published labeler: fmt 'bit' (an official .npz) or 'timm'
+  (`model.safetensors` of a timm ResNet, `arch` its name or fields)."""
+  if fmt == "bit":
+    return bit.load_bit_npz(path, num_classes=num_classes, dtype=dtype, **kwargs)
+  if fmt == "timm":
+    if arch is None:
+      raise ValueError("A timm labeler needs its architecture (e.g. arch='resnet50').")
+    return timm_resnet.load_timm_safetensors(path, arch, num_classes, dtype)
+  raise ValueError(f"Unknown labeler format {fmt!r}; choose one of {list(LABELER_FORMATS)}.")
+
+
+def _linear(images, source, target):
+  (a, b), (c, d) = source, target
+  return (images - a) * ((d - c) / (b - a)) + c
+
+
+def latent_shape(vae_config, image_shape):
+  """The autoencoder's latent map for images of `image_shape` (H, W, 3), checked."""
+  height, width, channels = image_shape
+  if channels != vae_config.in_channels:
+    raise ValueError(f"The autoencoder reads {vae_config.in_channels}-channel images; the data "
+                     f"has {channels} channels (image shape {tuple(image_shape)}).")
+  factor = 2 ** (len(vae_config.block_out_channels) - 1)
+  if height % factor or width % factor:
+    raise ValueError(f"Image shape {tuple(image_shape)}: the autoencoder downsamples by {factor}, "
+                     f"so height and width must be multiples of {factor}.")
+  return height // factor, width // factor, vae_config.latent_channels
+
+
+def teacher_functions(vae, labeler, image_shape, pixel_range):
+  """The tgt.Teacher of a published E/G and T for student images (image_shape, pixel_range)."""
+  shape = latent_shape(vae.config, image_shape)
+  pixel_range = tuple(float(v) for v in pixel_range)
+
+  def encode(p, x):
+    z = vae.apply(p["generator"], _linear(x, pixel_range, VAE_RANGE), method=vae.encode_latent)
+    return z.reshape(z.shape[0], -1)
+
+  def decode(p, z):
+    x = vae.apply(p["generator"], z.reshape(z.shape[0], *shape), method=vae.decode_latent)
+    return _linear(jnp.clip(x, *VAE_RANGE), VAE_RANGE, pixel_range)
+
+  def label(p, x):
+    return labeler.apply(p["labeler"], labeler.input_spec.prepare(x, pixel_range))
+
+  return tgt.Teacher(encode=encode, decode=decode, label=label, latent_dim=math.prod(shape),
+                     pixel_range=pixel_range)
+
+
+def load(vae_dir, labeler_format, labeler_path, image_shape, pixel_range, num_classes=None,
+         arch=None, dtype=jnp.float32, mesh=None, **labeler_kwargs):
+  """(meta, params replicated on `mesh`, tgt.Teacher) of a published teacher.
+
+  num_classes: the labeler head's size, checked against the file (None: the file's).
+  """
+  vae_config, vae, vae_variables = autoencoder_kl.load(vae_dir, dtype)
+  labeler, labeler_variables = load_labeler(labeler_format, labeler_path, arch, num_classes,
+                                            dtype, **labeler_kwargs)
+  functions = teacher_functions(vae, labeler, image_shape, pixel_range)
+  meta = {"kind": "pretrained", "vae_dir": str(vae_dir), "labeler_format": labeler_format,
+          "labeler_path": str(labeler_path), "num_classes": labeler.num_classes,
+          "latent_shape": list(latent_shape(vae_config, image_shape)),
+          "latent_dim": functions.latent_dim, "image_shape": list(image_shape),
+          "pixel_range": list(functions.pixel_range)}
+  params = {"generator": vae_variables, "labeler": labeler_variables}
+  mesh = mesh if mesh is not None else sharding.make_mesh()
+  return meta, sharding.replicate(mesh, params), functions
