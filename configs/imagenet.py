@@ -18,8 +18,14 @@ Variants: :method=ce|kd|kd_mixup|tgt_random|tgt_prior|tgt_gradient|tgt_gradient_
   --config.data.labels_per_class=10 (a few-shot subset of ImageNet); --config.optimizer.name=lamb.
   :runlocal is the CPU smoke variant (tiny models at 32 px, random-init teacher parts)
   that the tests run under tfds.testing.mock_data.
+  :teacher=pretrained takes E and G from a diffusers AutoencoderKL and T from a BiT .npz or
+  a timm model.safetensors (README "Using a pretrained teacher"):
+  --config.teacher.vae_dir=DIR --config.teacher.labeler_file=BiT-M-R50x1-ILSVRC2012.npz
+  (or --config.teacher.labeler_format=timm --config.teacher.labeler_arch=resnet50
+  --config.teacher.labeler_file=.../model.safetensors).
 
-Measured: only :runlocal (tests/test_configs.py). We have not run the full job;
+Measured: only :runlocal (tests/e2e/test_configs.py); the pretrained teacher only on tiny
+fixtures (tests/e2e/test_configs.py, with cifar10's 10 classes). We have not run the full job;
 expected cost, from the student's ResNet-50 FLOPs (4.1 GFLOPs forward at 224 px)
 and TGT-random's extra teacher passes: about 3× a plain ResNet-50 epoch per epoch,
 so 90 epochs is in the order of a day on a v4-32 slice. No accuracy figures yet.
@@ -48,8 +54,27 @@ def imagenet_teacher(runlocal):
   return t
 
 
+def pretrained_teacher():
+  """A teacher from published files: a diffusers AutoencoderKL (E, G) and a BiT or timm labeler.
+
+  For example vae_dir = a local or gs:// copy of an sd-vae-ft-mse directory (config.json and
+  diffusion_pytorch_model.safetensors), labeler_file = BiT-M-R50x1-ILSVRC2012.npz.
+  """
+  t = ml_collections.ConfigDict()
+  t.kind = "pretrained"
+  t.vae_dir = ""                # required: the AutoencoderKL directory
+  t.labeler_format = "bit"      # "bit" (an official .npz) or "timm" (model.safetensors)
+  t.labeler_file = ""           # required
+  t.labeler_arch = ""           # timm only: resnet18/34/50/101/152
+  t.labeler_groups = 32         # BiT's GroupNorm groups (its published files: 32)
+  t.dtype = "bfloat16"          # the teacher's compute dtype; parameters stay float32
+  t.dir = ""                    # unused (kept for the common checks)
+  t.train_if_missing = False
+  return t
+
+
 def get_config(arg=None):
-  arg = configlib.parse_arg(arg, runlocal=False, method="tgt_random")
+  arg = configlib.parse_arg(arg, runlocal=False, method="tgt_random", teacher="components")
   config = ml_collections.ConfigDict()
   config.job = "student"
   config.seed = 0
@@ -61,7 +86,10 @@ def get_config(arg=None):
       shuffle_buffer=10_000, cache=False,      # host-RAM-safe: bounded buffer, no raw cache
       labels_per_class=0, imbalance=0.0, head_count=0, index_file=""))
   config.student = ml_collections.ConfigDict(dict(model="resnet50", dtype="bfloat16"))
-  config.teacher = imagenet_teacher(arg.runlocal)
+  if arg.teacher not in ("components", "pretrained"):
+    raise ValueError(f"teacher={arg.teacher!r}: choose 'components' or 'pretrained'.")
+  config.teacher = pretrained_teacher() if arg.teacher == "pretrained" else imagenet_teacher(
+      arg.runlocal)
   config.method = arg.method
   config.tgt = configlib.tgt_defaults()
   config.tgt.sigma = 0.5

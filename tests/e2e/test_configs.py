@@ -42,6 +42,38 @@ def test_imagenet_runlocal_with_a_teacher_from_three_parts(tmp_path, name):
   assert (tmp_path / "random_teacher_parts" / "generator" / "component.json").exists()
 
 
+PRETRAINED = os.path.join(os.path.dirname(__file__), "..", "fixtures", "pretrained")
+
+
+def test_a_student_distils_from_a_pretrained_teacher(tmp_path):
+  """imagenet.py's teacher=pretrained on the tiny published-format fixtures (AutoencoderKL,
+  BiT), with cifar10's 10 classes (the fixture's head) under mock TFDS data: TGT-gradient
+  through E, G and T. (A timm labeler: tests/teachers/test_pretrained.py.)"""
+  config = load_config("cifar10", "runlocal,method=tgt_gradient")
+  config.teacher = load_config("imagenet", "teacher=pretrained").teacher
+  config.teacher.update({"vae_dir": os.path.join(PRETRAINED, "autoencoder_kl"),
+                         "labeler_file": os.path.join(PRETRAINED, "bit", "tiny_bit.npz"),
+                         "labeler_groups": 4})
+  with tfds.testing.mock_data(num_examples=64, policy=tfds.testing.MockPolicy.USE_CODE):
+    results = jobs.run(config, str(tmp_path))
+  assert results["checkpoint_step"] == 4 and 0.0 <= results["test_accuracy"] <= 1.0
+  assert results["teacher_dir"] == config.teacher.vae_dir
+  assert (tmp_path / "teacher_identity.json").exists()
+  assert any(f.startswith("real_decoded_explored_") for f in os.listdir(tmp_path))
+
+
+def test_pretrained_teacher_settings_are_named():
+  config = load_config("imagenet", "teacher=pretrained")
+  with pytest.raises(ValueError, match="needs teacher.vae_dir"):
+    jobs.validate(config)
+  config.teacher.update({"vae_dir": "v", "labeler_file": "l", "labeler_format": "onnx"})
+  with pytest.raises(ValueError, match="Unknown teacher.labeler_format 'onnx'"):
+    jobs.validate(config)
+  config.teacher.labeler_format = "timm"
+  with pytest.raises(ValueError, match="needs teacher.labeler_arch"):
+    jobs.validate(config)
+
+
 def test_epochs_become_steps_from_the_students_set():
   config = load_config("imagenet", "")
   resolved = state_lib.resolve_durations(config, num_examples=128_100)
@@ -109,11 +141,16 @@ def _has_key(config, dotted):
 def test_every_documented_override_exists():
   """A `--config.KEY=` in a config's docstring is a key of that config; one in the README is a
   key of some config (with lock_config, an override of a missing key is an error)."""
-  configs = {name[:-3]: load_config(name[:-3], "") for name in sorted(os.listdir(CONFIGS))
-             if name.endswith(".py")}
-  for name, config in configs.items():
+  configs = {}
+  for name in sorted(n[:-3] for n in os.listdir(CONFIGS) if n.endswith(".py")):
     with open(os.path.join(CONFIGS, f"{name}.py")) as f:
-      missing = [k for k in _documented_overrides(f.read()) if not _has_key(config, k)]
+      doc = f.read()
+    # The config as loaded, and each `:teacher=...` variant its docstring names.
+    variants = [load_config(name, arg) for arg in
+                ["", *sorted(set(re.findall(r":(teacher=[a-z_]+)", doc)))]]
+    configs.update({f"{name}:{i}": v for i, v in enumerate(variants)})
+    missing = [k for k in _documented_overrides(doc)
+               if not any(_has_key(v, k) for v in variants)]
     assert not missing, f"configs/{name}.py documents {missing}"
   with open(os.path.join(CONFIGS, "..", "README.md")) as f:
     readme = _documented_overrides(f.read()) - {"KEY"}      # the placeholder in the usage line

@@ -3,6 +3,7 @@
 Three kinds (config.teacher.kind):
   ""            trained by tgt_jax (teachers/training.py), in config.teacher.dir or WORKDIR/teacher
   components    E, G and T from three directories in tgt_jax's part format (teacher_components.py)
+  pretrained    published weights: a diffusers AutoencoderKL as E and G, BiT or timm as T
 A method that needs no teacher (ce) loads none.
 """
 
@@ -13,12 +14,14 @@ import logging
 from typing import Any, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
 from tgt_jax import models, tgt
 from tgt_jax.teachers import generative
 from tgt_jax.teachers import components as teacher_components
+from tgt_jax.teachers import pretrained
 from tgt_jax.teachers import training
 
 
@@ -34,6 +37,39 @@ def is_component_teacher(config):
   return config.teacher.get("kind", "") == "components"
 
 
+def is_pretrained_teacher(config):
+  return config.teacher.get("kind", "") == "pretrained"
+
+
+TEACHER_KINDS = ("", "components", "pretrained")
+_DTYPES = {"": jnp.float32, "float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def _validate_pretrained(tconfig):
+  for key in ("vae_dir", "labeler_file"):
+    if not tconfig.get(key):
+      raise ValueError(f"teacher.kind='pretrained' needs teacher.{key} (a diffusers "
+                       "AutoencoderKL directory / a BiT .npz or timm model.safetensors).")
+  if tconfig.get("labeler_format") not in pretrained.LABELER_FORMATS:
+    raise ValueError(f"Unknown teacher.labeler_format {tconfig.get('labeler_format')!r}; "
+                     f"choose one of {list(pretrained.LABELER_FORMATS)}.")
+  if tconfig.labeler_format == "timm" and not tconfig.get("labeler_arch"):
+    raise ValueError("teacher.labeler_format='timm' needs teacher.labeler_arch (e.g. 'resnet50').")
+  if tconfig.get("dtype", "") not in _DTYPES:
+    raise ValueError(f"Unknown teacher.dtype {tconfig.dtype!r}; choose one of "
+                     f"{[d for d in _DTYPES if d]} (or '' for float32).")
+
+
+def load_pretrained_teacher(config, source, mesh):
+  """E, G from a diffusers AutoencoderKL and T from a BiT/timm file (teachers/pretrained.py)."""
+  t = config.teacher
+  kwargs = {"groups": int(t.labeler_groups)} if t.labeler_format == "bit" else {}
+  return pretrained.load(t.vae_dir, t.labeler_format, t.labeler_file, source.image_shape,
+                         source.pixel_range, source.num_classes,
+                         arch=t.get("labeler_arch") or None, dtype=_DTYPES[t.get("dtype", "")],
+                         mesh=mesh, **kwargs)
+
+
 def validate(config):
   """The teacher's model names, before anything is trained."""
   tconfig = config.teacher
@@ -44,9 +80,12 @@ def validate(config):
         raise ValueError(f"Unknown teacher.{key} model name {tconfig[key]!r}; "
                          f"known: {sorted(known)}.")
     return
+  if is_pretrained_teacher(config):
+    _validate_pretrained(tconfig)
+    return
   if tconfig.get("kind", ""):
-    raise ValueError(f"Unknown teacher.kind {tconfig.kind!r}; choose '' (trained by tgt_jax) "
-                     "or 'components'.")
+    raise ValueError(f"Unknown teacher.kind {tconfig.kind!r}; choose '' (trained by tgt_jax), "
+                     "'components' or 'pretrained'.")
   if tconfig.generator not in models.GENERATORS:
     raise ValueError(f"Unknown generator model name {tconfig.generator!r}; "
                      f"known: {sorted(models.GENERATORS)}.")
@@ -140,6 +179,11 @@ def teacher_for(config, cfg, workdir, source, mesh):
   """
   if not (cfg.alpha_eff > 0 or cfg.lam_eff > 0):
     return LoadedTeacher()
+  if is_pretrained_teacher(config):
+    if config.eval_only:
+      return LoadedTeacher(config.teacher.vae_dir)
+    meta, params, functions = load_pretrained_teacher(config, source, mesh)
+    return LoadedTeacher(config.teacher.vae_dir, meta, params, functions)
   directory = training.teacher_dir(config, workdir)
   if config.eval_only:
     meta = (generative.read_meta(directory)
