@@ -69,6 +69,7 @@ def train(state, step_fn, batches, ckpt, writer, schedule, mesh, *, name="",
   label = f"{name} " if name else ""
   progress = metrics.Progress(total, first_step)
   stream = batches(first_step)
+  in_flight = None      # the previous step's terms: at most 2 steps queued (see below)
   with checkpointing.PreemptionWatch() as preemption:
     for step in range(first_step, total):
       done = step + 1
@@ -77,6 +78,12 @@ def train(state, step_fn, batches, ckpt, writer, schedule, mesh, *, name="",
       is_save_step = done % schedule.checkpoint_every == 0 or done == total
       probed = probe(state, batch, done) if is_log_step and probe is not None else {}
       state, terms = step_fn(state, batch)
+      # Bounded asynchronous dispatch: wait for the step before this one. Hundreds of queued
+      # steps whose all-reduces span several CPU devices deadlock XLA's CPU runtime on a
+      # small host (a rendezvous times out and aborts); two in flight still hide dispatch.
+      if in_flight is not None:
+        jax.block_until_ready(in_flight)
+      in_flight = terms
       preempted = preemption.reached(done)
       if is_log_step or is_save_step or preempted:   # never save what was not checked finite
         scalars = {k: float(v) for k, v in jax.device_get(terms).items()}
