@@ -45,6 +45,7 @@ def test_imagenet_runlocal_with_a_teacher_from_three_parts(tmp_path, name):
 PRETRAINED = os.path.join(os.path.dirname(__file__), "..", "fixtures", "pretrained")
 
 
+@pytest.mark.slow      # BiT at 224 px in every step; tests/teachers/test_pretrained.py runs by default
 def test_a_student_distils_from_a_pretrained_teacher(tmp_path):
   """imagenet.py's teacher=pretrained on the tiny published-format fixtures (AutoencoderKL,
   BiT), with cifar10's 10 classes (the fixture's head) under mock TFDS data: TGT-gradient
