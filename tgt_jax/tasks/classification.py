@@ -117,11 +117,8 @@ def run(config, workdir):
 
   teacher = loading.teacher_for(config, cfg, workdir, source, mesh)
   if teacher.params is not None:    # a resume must distil from the same teacher parameters
-    used = loading.parts_used(teacher.params, cfg)
-    workdir_lib.record_or_check(
-        workdir, {f"teacher_params.{p}": loading.params_fingerprint(teacher.params, [p])
-                  for p in used},
-        "student run's teacher", file=workdir_lib.TEACHER_IDENTITY_FILE)
+    workdir_lib.record_or_check(workdir, loading.teacher_identity(teacher.params, cfg),
+                                "student run's teacher", file=workdir_lib.TEACHER_IDENTITY_FILE)
   student, tx, state, step_key = init_student(config, source, mesh)
   predict = evaluation.make_predict(student.apply, mesh)
   groups = subsets.class_groups(counts)

@@ -41,7 +41,6 @@ def is_pretrained_teacher(config):
   return config.teacher.get("kind", "") == "pretrained"
 
 
-TEACHER_KINDS = ("", "components", "pretrained")
 _DTYPES = {"": jnp.float32, "float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -154,22 +153,22 @@ def load_or_train_teacher(config, workdir, source, mesh, parts=generative.PARTS)
                          vocabulary=source.vocabulary)
 
 
-def params_fingerprint(params, parts):
-  """A short hash of the `parts` of a teacher's parameters (names, shapes, dtypes, values):
-  which teacher a student distils from, whatever its directory or JSON say. Reads each
-  process's own replica, so it works on a pod."""
+def params_fingerprint(tree):
+  """A short hash of a parameter tree (names, shapes, dtypes, values). Reads each process's
+  own replica, so it works on a pod."""
   digest = hashlib.sha256()
-  for part in sorted(parts):
-    for path, leaf in jax.tree_util.tree_flatten_with_path(params[part])[0]:
-      value = np.asarray(leaf.addressable_data(0) if hasattr(leaf, "addressable_data") else leaf)
-      digest.update(f"{part}{jax.tree_util.keystr(path)}{value.dtype}{value.shape}".encode())
-      digest.update(value.tobytes())
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    value = np.asarray(leaf.addressable_data(0) if hasattr(leaf, "addressable_data") else leaf)
+    digest.update(f"{jax.tree_util.keystr(path)}{value.dtype}{value.shape}".encode())
+    digest.update(value.tobytes())
   return digest.hexdigest()[:16]
 
 
-def parts_used(params, cfg):
-  """The teacher parts whose parameters a method reads: the labeler; the rest to make x'."""
-  return sorted(params) if cfg.uses_synthetic else ["labeler"]
+def teacher_identity(params, cfg):
+  """{teacher_params.<part>: hash} of the parts a method reads (the labeler; every part to
+  make x'): which teacher a student distils from, whatever its directory or JSON say."""
+  parts = sorted(params) if cfg.uses_synthetic else ["labeler"]
+  return {f"teacher_params.{part}": params_fingerprint(params[part]) for part in parts}
 
 
 def teacher_for(config, cfg, workdir, source, mesh):

@@ -142,7 +142,7 @@ def train(tconfig, dataset, mesh, seed=0, run_dir=None, parts=generative.PARTS):
   if unknown:
     raise ValueError(f"Teacher parts {sorted(unknown)}: a teacher has some of "
                      f"{list(generative.PARTS)}, and the labeler always.")
-  parts = tuple(p for p in generative.PARTS if p in parts)
+  parts = tuple(p for p in generative.PARTS if p in parts or p == "labeler")   # always trained
   meta = dict(generator=tconfig.generator, labeler=tconfig.labeler,
               latent_dim=int(tconfig.latent_dim), image_shape=list(dataset.image_shape),
               num_classes=int(dataset.num_classes), pixel_range=list(dataset.pixel_range),
