@@ -12,7 +12,8 @@ Variants: --config=configs/digits.py:runlocal (a few steps, smoke test);
   --config.data.labels_per_class=10; --config.data.labels_per_class=0 --config.data.imbalance=50.
 
 Measured (2 CPU cores, jax 0.10.2; balanced test accuracy on the 359-image test split):
-  the command above, from an empty workdir: 128 s in all (teacher 115 s + student),
+  the command above, from an empty workdir: 128 s in all (teacher 115 s + student; 82 s in a
+  2026-12-02 rerun with bit-identical results),
   tgt_random 96.9% (seed 0); --config.method=ce 81.0%, kd 81.8%.
   Seeds 0-2, same teacher: ce 85.4±3.8, kd 86.2±3.8, tgt_random 97.3±0.4,
   tgt_prior 97.1±0.4, tgt_gradient 97.3±0.2, tgt_gradient_input 97.3±0.3.
