@@ -1,35 +1,43 @@
-r"""TGT on ImageNet: a ResNet-50 student and a BigBiGAN-shaped teacher loaded from checkpoints.
+r"""TGT on ImageNet: a ResNet-50 student and a teacher from published weight files.
 
-The teacher's encoder E (image → 120-d latent), generator G (latent → 128×128 image
-in [-1, 1]) and labeler T come from three directories given in config.teacher
-(tgt_jax/teachers/components.py describes the format; convert your BigBiGAN and
-classifier weights into it once — nothing is downloaded). G's output is resized to
-the student's 224 px, and inputs are resized to what E and T expect. The student
-computes in bfloat16; SGD (or LAMB) with warm-up and cosine decay, durations in
-epochs of the student's training set.
+The default teacher (teacher.kind=pretrained) is sd-vae-ft-mse as E and G and
+big_vision's distillation teacher BiT-M R152x2 (224 px, 83.0% ImageNet top-1) as T:
+  * E, G: the Hugging Face repository stabilityai/sd-vae-ft-mse, files config.json and
+    diffusion_pytorch_model.safetensors; copy them to a local or gs:// directory and give
+    it as --config.teacher.vae_dir (its -ema sibling, or a 16-channel AutoencoderKL with a
+    shift_factor, load the same way). A 224 px image becomes a 28×28×4 latent.
+  * T: gs://bit_models/distill/R152x2_T_224.npz (public bucket; the default path), or any
+    BiT npz (e.g. gs://bit_models/BiT-M-R50x1-ILSVRC2012.npz), or a timm ResNet's
+    model.safetensors with --config.teacher.labeler_format=timm
+    --config.teacher.labeler_arch=resnet50 --config.teacher.labeler_file=PATH.
+The teacher computes in bfloat16 (teacher.dtype); inputs are mapped to each part's
+range and size. :teacher=components instead reads three directories of tgt_jax's part
+format (the BigBiGAN-shaped modules, not weight-compatible with a released
+checkpoint; tgt_jax/teachers/components.py). The student computes in bfloat16; SGD
+(or LAMB) with warm-up and cosine decay, durations in epochs of the student's set.
 
 Pod command (every worker; see README "Running on a TPU pod" and launch/):
   CONFIG=configs/imagenet.py WORKDIR=gs://BUCKET/tgt/imagenet \
-  EXTRA_FLAGS="--config.teacher.encoder_dir=gs://BUCKET/teacher/encoder \
-  --config.teacher.generator_dir=gs://BUCKET/teacher/generator \
-  --config.teacher.labeler_dir=gs://BUCKET/teacher/labeler" bash launch/run.sh
+  EXTRA_FLAGS="--config.teacher.vae_dir=gs://BUCKET/sd-vae-ft-mse" bash launch/run.sh
   i.e. python -m tgt_jax.main --config=configs/imagenet.py --workdir=gs://... --distributed
+The teacher's figures first (no training; README "Using a pretrained teacher"):
+  python -m tgt_jax.main --config=configs/imagenet.py:job=teacher_report \
+    --config.teacher.vae_dir=DIR --workdir=/tmp/teacher_report
 Variants: :method=ce|kd|kd_mixup|tgt_random|tgt_prior|tgt_gradient|tgt_gradient_input;
-  --config.data.labels_per_class=10 (a few-shot subset of ImageNet); --config.optimizer.name=lamb.
-  :runlocal is the CPU smoke variant (tiny models at 32 px, random-init teacher parts)
-  that the tests run under tfds.testing.mock_data.
-  :teacher=pretrained takes E and G from a diffusers AutoencoderKL and T from a BiT .npz or
-  a timm model.safetensors (README "Using a pretrained teacher"):
-  --config.teacher.vae_dir=DIR --config.teacher.labeler_file=BiT-M-R50x1-ILSVRC2012.npz
-  (or --config.teacher.labeler_format=timm --config.teacher.labeler_arch=resnet50
-  --config.teacher.labeler_file=.../model.safetensors).
+  --config.data.labels_per_class=10 (a few-shot subset of ImageNet); --config.optimizer.name=lamb;
+  --config.teacher.labeler_resolution=0 (the labeler's published size).
+  :runlocal is the CPU smoke variant (a tiny ResNet student at 32 px; the teacher from the
+  repository's tiny random files in the published formats, tests/fixtures/pretrained/) that
+  the tests run under tfds.testing.mock_data for ce, kd, tgt_random and tgt_gradient.
+  :teacher=components,runlocal writes random-init parts instead.
 
-Measured: only :runlocal (tests/e2e/test_configs.py); the pretrained teacher only on tiny
-fixtures (tests/e2e/test_configs.py, with cifar10's 10 classes). We have not run the full job;
-expected cost, from the student's ResNet-50 FLOPs (4.1 GFLOPs forward at 224 px)
-and TGT-random's extra teacher passes: about 3× a plain ResNet-50 epoch per epoch,
-so 90 epochs is in the order of a day on a v4-32 slice. No accuracy figures yet.
+Measured: only :runlocal (tests/e2e/test_configs.py); the loaders match diffusers and
+timm at random initialisation (README "Using a pretrained teacher"). Nobody has run the
+full job or the teacher report with the real weights: they cannot be fetched here. The
+ImageNet step's cost by part is benchmarks/step_cost.py's business. No accuracy figures yet.
 """
+
+import os
 
 import ml_collections
 
@@ -54,29 +62,47 @@ def imagenet_teacher(runlocal):
   return t
 
 
-def pretrained_teacher():
+FIXTURES = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                                         "tests", "fixtures", "pretrained"))
+
+
+def pretrained_teacher(runlocal):
   """A teacher from published files: a diffusers AutoencoderKL (E, G) and a BiT or timm labeler.
 
-  For example vae_dir = a local or gs:// copy of an sd-vae-ft-mse directory (config.json and
-  diffusion_pytorch_model.safetensors), labeler_file = BiT-M-R50x1-ILSVRC2012.npz.
+  The default is sd-vae-ft-mse (vae_dir: a local or gs:// copy of the Hugging Face repo
+  stabilityai/sd-vae-ft-mse: config.json and diffusion_pytorch_model.safetensors) and
+  big_vision's distillation teacher BiT-M R152x2 at 224 px, read from its public bucket
+  (the VM needs read access to gs://bit_models). :runlocal uses the repository's tiny
+  random fixtures in the same formats (tests/fixtures/make_pretrained_*.py).
   """
   t = ml_collections.ConfigDict()
   t.kind = "pretrained"
   t.vae_dir = ""                # required: the AutoencoderKL directory
-  t.labeler_format = "bit"      # "bit" (an official .npz) or "timm" (model.safetensors)
-  t.labeler_file = ""           # required
+  t.labeler_format = "bit"      # "bit" (a BiT npz, either layout) or "timm" (model.safetensors)
+  t.labeler_file = "gs://bit_models/distill/R152x2_T_224.npz"
   t.labeler_arch = ""           # timm only: resnet18/34/50/101/152
   t.labeler_groups = 32         # BiT's GroupNorm groups (its published files: 32)
+  t.labeler_resolution = 224    # px the labeler sees (0: its published size)
+  # The stem pool's padding: "" by the file's layout; R152x2_T_224 was fine-tuned and
+  # evaluated in big_vision, which pads with -inf (models/bit.py).
+  t.labeler_pool_padding = "-inf"
   t.dtype = "bfloat16"          # the teacher's compute dtype; parameters stay float32
   t.dir = ""                    # unused (kept for the common checks)
   t.train_if_missing = False
+  if runlocal:
+    t.vae_dir = os.path.join(FIXTURES, "autoencoder_kl")
+    t.labeler_file = os.path.join(FIXTURES, "bit", "tiny_bit_big_vision_1000.npz")
+    t.labeler_groups = 4
+    t.labeler_resolution = 32
+    t.labeler_pool_padding = ""
   return t
 
 
 def get_config(arg=None):
-  arg = configlib.parse_arg(arg, runlocal=False, method="tgt_random", teacher="components")
+  arg = configlib.parse_arg(arg, runlocal=False, method="tgt_random", teacher="pretrained",
+                            job="student")
   config = ml_collections.ConfigDict()
-  config.job = "student"
+  config.job = arg.job                        # student | teacher_report
   config.seed = 0
   config.data = ml_collections.ConfigDict(dict(
       name="imagenet2012", data_dir="", train_split="train",
@@ -88,7 +114,7 @@ def get_config(arg=None):
   config.student = ml_collections.ConfigDict(dict(model="resnet50", dtype="bfloat16"))
   if arg.teacher not in ("components", "pretrained"):
     raise ValueError(f"teacher={arg.teacher!r}: choose 'components' or 'pretrained'.")
-  config.teacher = pretrained_teacher() if arg.teacher == "pretrained" else imagenet_teacher(
+  config.teacher = (pretrained_teacher if arg.teacher == "pretrained" else imagenet_teacher)(
       arg.runlocal)
   config.method = arg.method
   config.tgt = configlib.tgt_defaults()
@@ -106,6 +132,8 @@ def get_config(arg=None):
   config.grid_examples = 8
   config.eval_only = False
   config.eval_step = 0
+  config.report_split = ""                    # job=teacher_report: "" = the first eval split
+  config.report_examples = 10_000             # its first N examples (0: all)
   if arg.runlocal:
     config.data.update(dict(image_size=32, shuffle_buffer=64))
     config.student = ml_collections.ConfigDict(dict(model="resnet_tiny", dtype="bfloat16"))
@@ -115,4 +143,5 @@ def get_config(arg=None):
     config.optimizer.warmup_epochs = 0
     config.optimizer.warmup_steps = 1
     config.log_every = config.eval_every = config.checkpoint_every = 3
+    config.report_examples = 32
   return config

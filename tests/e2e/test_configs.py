@@ -4,6 +4,7 @@ import json
 import os
 import re
 
+import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
@@ -30,10 +31,51 @@ def test_cifar10_runlocal_teacher_then_student(tmp_path):
   assert (tmp_path / "checkpoints").exists()
 
 
-@pytest.mark.parametrize("name", ["imagenet",
-                                  pytest.param("imagenet_lt", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("method", ["ce", "kd", "tgt_random", "tgt_gradient"])
+def test_imagenet_runlocal_with_a_teacher_from_published_files(tmp_path, method):
+  """The default teacher kind on the tiny published-format fixtures (diffusers AutoencoderKL,
+  a 1000-class BiT in big_vision's layout) under mock ImageNet: kd reads the labeler's file
+  alone, the TGT methods go through E, G and T; ce loads no teacher."""
+  config = load_config("imagenet", f"runlocal,method={method}")
+  assert config.teacher.kind == "pretrained" and config.student.model == "resnet_tiny"
+  with tfds.testing.mock_data(num_examples=48, policy=tfds.testing.MockPolicy.USE_CODE):
+    results = jobs.run(config, str(tmp_path))
+  assert results["checkpoint_step"] == 3 and 0.0 <= results["test_accuracy"] <= 1.0
+  identity = tmp_path / "teacher_identity.json"
+  if method == "ce":
+    assert results["teacher_dir"] is None and not identity.exists()
+    return
+  parts = sorted(json.loads(identity.read_text())["identity"])
+  if method == "kd":
+    assert results["teacher_dir"] == config.teacher.labeler_file
+    assert parts == ["teacher_params.labeler"]
+  else:
+    assert results["teacher_dir"] == config.teacher.vae_dir
+    assert parts == ["teacher_params.generator", "teacher_params.labeler"]
+    assert any(f.startswith("real_decoded_explored_") for f in os.listdir(tmp_path))
+
+
+def test_imagenet_runlocal_teacher_report(tmp_path):
+  """job=teacher_report on the published-format fixtures: every figure, the grid, nothing
+  written to the teacher's files."""
+  config = load_config("imagenet", "runlocal,job=teacher_report")
+  with tfds.testing.mock_data(num_examples=48, policy=tfds.testing.MockPolicy.USE_CODE):
+    results = jobs.run(config, str(tmp_path))
+  assert results["job"] == "teacher_report" and results["num_examples"] == 32
+  assert results["split"] == "validation" and results["teacher"]["num_classes"] == 1000
+  for key in ("reconstruction_psnr_db", "labeler_test_accuracy",
+              "labeler_accuracy_on_reconstructions", "label_kept_at_sigma_0.5",
+              "prior_label_entropy_nats"):
+    assert np.isfinite(results[key]), key
+  assert 0 < results["prior_label_entropy_nats"] <= results["prior_label_entropy_uniform_nats"]
+  assert any(f.startswith("teacher_report_") and f.endswith(".png")
+             for f in os.listdir(tmp_path))
+
+
+@pytest.mark.slow      # the BigBiGAN-shaped kind; the published-files kind runs by default above
+@pytest.mark.parametrize("name", ["imagenet", "imagenet_lt"])
 def test_imagenet_runlocal_with_a_teacher_from_three_parts(tmp_path, name):
-  config = load_config(name, "runlocal")
+  config = load_config(name, "runlocal,teacher=components")
   assert config.student.dtype == "bfloat16" and config.teacher.kind == "components"
   with tfds.testing.mock_data(num_examples=48, policy=tfds.testing.MockPolicy.USE_CODE):
     results = jobs.run(config, str(tmp_path))
@@ -42,31 +84,16 @@ def test_imagenet_runlocal_with_a_teacher_from_three_parts(tmp_path, name):
   assert (tmp_path / "random_teacher_parts" / "generator" / "component.json").exists()
 
 
-PRETRAINED = os.path.join(os.path.dirname(__file__), "..", "fixtures", "pretrained")
-
-
-@pytest.mark.slow      # BiT at 224 px in every step; tests/teachers/test_pretrained.py runs by default
-def test_a_student_distils_from_a_pretrained_teacher(tmp_path):
-  """imagenet.py's teacher=pretrained on the tiny published-format fixtures (AutoencoderKL,
-  BiT), with cifar10's 10 classes (the fixture's head) under mock TFDS data: TGT-gradient
-  through E, G and T. (A timm labeler: tests/teachers/test_pretrained.py.)"""
-  config = load_config("cifar10", "runlocal,method=tgt_gradient")
-  config.teacher = load_config("imagenet", "teacher=pretrained").teacher
-  config.teacher.update({"vae_dir": os.path.join(PRETRAINED, "autoencoder_kl"),
-                         "labeler_file": os.path.join(PRETRAINED, "bit", "tiny_bit.npz"),
-                         "labeler_groups": 4})
-  with tfds.testing.mock_data(num_examples=64, policy=tfds.testing.MockPolicy.USE_CODE):
-    results = jobs.run(config, str(tmp_path))
-  assert results["checkpoint_step"] == 4 and 0.0 <= results["test_accuracy"] <= 1.0
-  assert results["teacher_dir"] == config.teacher.vae_dir
-  assert (tmp_path / "teacher_identity.json").exists()
-  assert any(f.startswith("real_decoded_explored_") for f in os.listdir(tmp_path))
-
-
 def test_pretrained_teacher_settings_are_named():
-  config = load_config("imagenet", "teacher=pretrained")
-  with pytest.raises(ValueError, match="needs teacher.vae_dir"):
+  config = load_config("imagenet", "")
+  with pytest.raises(ValueError, match="needs teacher.vae_dir.*stabilityai/sd-vae-ft-mse"):
     jobs.validate(config)
+  for key, value, match in (("labeler_pool_padding", "reflect", "labeler_pool_padding 'reflect'"),
+                            ("labeler_resolution", -1, "labeler_resolution=-1")):
+    bad = load_config("imagenet", "runlocal")
+    bad.teacher[key] = value
+    with pytest.raises(ValueError, match=match):
+      jobs.validate(bad)
   config.teacher.update({"vae_dir": "v", "labeler_file": "l", "labeler_format": "onnx"})
   with pytest.raises(ValueError, match="Unknown teacher.labeler_format 'onnx'"):
     jobs.validate(config)
@@ -84,8 +111,14 @@ def test_epochs_become_steps_from_the_students_set():
 
 
 def test_full_size_configs_validate():
-  for name, arg in (("imagenet", ""), ("imagenet_lt", ""), ("cifar10", ""), ("cifar10", "job=teacher")):
-    jobs.validate(load_config(name, arg))
+  vae = {"teacher.vae_dir": "gs://BUCKET/sd-vae-ft-mse"}
+  for name, arg, overrides in (("imagenet", "", vae), ("imagenet_lt", "", vae),
+                               ("imagenet", "job=teacher_report", vae),
+                               ("imagenet", "teacher=components", {}), ("cifar10", "", {}),
+                               ("cifar10", "job=teacher", {})):
+    config = load_config(name, arg)
+    config.update_from_flattened_dict(overrides)
+    jobs.validate(config)
 
 
 WORDNET_FIXTURE = os.path.join(os.path.dirname(__file__), "..", "fixtures", "wordnet")

@@ -117,7 +117,7 @@ def test_truncated_file(tmp_path):
 
 def test_not_a_bit_file(tmp_path):
   path = _save(tmp_path, {"conv1.weight": np.zeros((8, 3, 7, 7), np.float32)})
-  with pytest.raises(WeightFileError, match="not an official BiT npz.*conv1.weight"):
+  with pytest.raises(WeightFileError, match="not a BiT npz.*conv1.weight"):
     bit.load_bit_npz(path, groups=GROUPS)
 
 
@@ -161,3 +161,41 @@ def test_matching_request_loads():
 def test_unknown_depth():
   with pytest.raises(ValueError, match="Unknown BiT depth 34"):
     bit.stage_sizes_of(34)
+
+
+BIG_VISION_NPZ = os.path.join(FIXTURES, "tiny_bit_big_vision_1000.npz")
+
+
+@pytest.fixture(scope="module")
+def big_vision_reference():
+  with np.load(os.path.join(FIXTURES, "reference_big_vision.npz")) as f:
+    return dict(f)
+
+
+@pytest.mark.parametrize("size", [40, 33])
+def test_big_vision_layout_matches_timm_with_its_stem(big_vision_reference, size):
+  """big_vision's key layout (conv1/gn1/conv_proj, [1, 1, 1, C] norms, a Dense head) is read
+  and computed as big_vision does: -inf stem-pool padding, std-conv eps 1e-10."""
+  model, variables = bit.load_bit_npz(BIG_VISION_NPZ, groups=4)
+  assert (model.stage_sizes, model.width, model.num_classes) == ((1, 1), 1 / 8, 1000)
+  assert (model.pool_padding, model.std_eps) == ("-inf", 1e-10)
+  logits = _jit(model)(variables, big_vision_reference[f"x{size}"])
+  np.testing.assert_allclose(logits, big_vision_reference[f"logits{size}"], rtol=0, atol=1e-4)
+
+
+def test_big_vision_layout_computed_with_zero_pool_padding_is_not_big_vision(
+    big_vision_reference):
+  """The fixture sees the padding (at 33 px the border is a large share of the stem's map)."""
+  model, variables = bit.load_bit_npz(BIG_VISION_NPZ, groups=4, pool_padding="zero")
+  logits = _jit(model)(variables, big_vision_reference["x33"])
+  assert np.abs(logits - big_vision_reference["logits33"]).max() > 1e-3
+
+
+def test_big_vision_layout_with_a_params_prefix_and_a_stray_key(tmp_path):
+  with np.load(BIG_VISION_NPZ) as f:
+    prefixed = {f"params/{k}": f[k] for k in f.files}
+  model, _ = bit.load_bit_npz(_save(tmp_path, prefixed), groups=4)
+  assert model.num_classes == 1000
+  prefixed["params/block1/unit01/gn4/scale"] = np.ones((1, 1, 1, 4), np.float32)
+  with pytest.raises(WeightFileError, match="params/block1/unit01/gn4/scale"):
+    bit.load_bit_npz(_save(tmp_path, prefixed), groups=4)

@@ -82,3 +82,22 @@ def test_unknown_labeler_format_and_timm_without_arch():
     pretrained.load_labeler("onnx", BIT)
   with pytest.raises(ValueError, match="needs its architecture"):
     pretrained.load_labeler("timm", TIMM)
+
+
+def test_a_labeler_only_teacher_reads_no_autoencoder_and_refuses_e_and_g(images):
+  meta, params, fns = pretrained.load("no/such/vae", "bit", BIT, IMAGE_SHAPE, PIXEL_RANGE,
+                                      groups=4, parts=("labeler",))
+  assert sorted(params) == ["labeler"] and meta["parts"] == ["labeler"] and fns.latent_dim == 0
+  assert jax.jit(fns.label)(params, images).shape == (4, 10)
+  with pytest.raises(ValueError, match="without its autoencoder"):
+    fns.encode(params, images)
+
+
+def test_labeler_resolution_replaces_the_published_one(images):
+  meta, params, fns = pretrained.load(VAE, "bit", BIT, IMAGE_SHAPE, PIXEL_RANGE, groups=4,
+                                      parts=("labeler",), labeler_resolution=32)
+  assert meta["labeler_resolution"] == 32
+  labeler, variables = pretrained.load_labeler("bit", BIT, num_classes=10, groups=4)
+  want = jax.jit(labeler.apply)(variables, jax.image.resize(
+      2.0 * images - 1.0, (4, 32, 32, 3), "bilinear", antialias=True))
+  np.testing.assert_allclose(jax.jit(fns.label)(params, images), want, rtol=1e-4, atol=1e-4)

@@ -91,16 +91,18 @@ def teacher_report(out, labels, num_classes):
   """The figures asked of every generative teacher, image or text, from its raw outputs.
 
   Does the labeler know the real inputs (`logits`) and their E→G reconstructions
-  (`recon_logits`); how much does the latent carry (`kl_nats`); how often does the
-  labeler's own label survive z = E(x) + σ·ε (`noisy_logits_{σ}` for σ in LABEL_KEPT_SIGMAS).
+  (`recon_logits`); how much does the latent carry (`kl_nats`, a trained VAE's only); how
+  often does the labeler's own label survive z = E(x) + σ·ε (`noisy_logits_{σ}` for σ in
+  LABEL_KEPT_SIGMAS).
   """
   truth = np.argmax(out["logits"], -1)   # the labeler's own label, for "label kept"
   report = {
       "labeler_test_accuracy": balanced_accuracy(truth, labels, num_classes),
       "labeler_accuracy_on_reconstructions": balanced_accuracy(
           np.argmax(out["recon_logits"], -1), labels, num_classes),
-      "latent_kl_nats": float(np.mean(out["kl_nats"])),
   }
+  if "kl_nats" in out:
+    report["latent_kl_nats"] = float(np.mean(out["kl_nats"]))
   for sigma in LABEL_KEPT_SIGMAS:
     kept = np.argmax(out[f"noisy_logits_{sigma}"], -1) == truth
     report[f"label_kept_at_sigma_{sigma}"] = float(np.mean(kept))

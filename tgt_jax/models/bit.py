@@ -1,5 +1,12 @@
 """BiT (Big Transfer) ResNet-v2 labelers, loaded from the official BiT `.npz` files.
 
+Two key layouts are read: the original BiT release's (`resnet/block1/unit01/a/...`,
+gs://bit_models/BiT-M-R50x1-ILSVRC2012.npz and the like) and big_vision's own
+(`block1/unit01/conv1/kernel`, `gn1/scale`, what big_vision writes for the BiT models
+it trains, such as the distillation teachers under gs://bit_models/distill/). A
+big_vision file is renamed to the original layout once, at read time, and defaults
+to big_vision's stem pool padding (-inf, below).
+
 Pre-activation bottleneck units with GroupNorm and weight-standardised convs,
 so no layer mixes examples (exploration differentiates each synthetic example
 through the labeler on its own). The Flax tree mirrors the published key
@@ -244,12 +251,68 @@ def _renamed(tensors):
   return out
 
 
+_BIG_VISION_UNIT = re.compile(
+    r"(block\d+/unit\d+)/(conv[123]|gn[123]|conv_proj)/(kernel|scale|bias)$")
+_GN_NAMES = {"scale": "gamma", "bias": "beta"}
+_LAYERS = {"1": "a", "2": "b", "3": "c"}
+
+
+def is_big_vision_layout(tensors):
+  return bool({"root_block/conv_root/kernel", "params/root_block/conv_root/kernel"} & set(tensors))
+
+
+def _original_key(name):
+  """big_vision's name of one BiT tensor → (the original layout's name, drop broadcast axes),
+  or None for a name it does not have."""
+  if name == "root_block/conv_root/kernel":
+    return PREFIX + "root_block/standardized_conv2d/kernel", False
+  if name in ("norm-pre-head/scale", "norm-pre-head/bias"):
+    return PREFIX + "group_norm/" + _GN_NAMES[name.rsplit("/", 1)[1]], True
+  if name in ("head/kernel", "head/bias"):
+    return PREFIX + "head/conv2d/" + name.rsplit("/", 1)[1], False
+  unit = _BIG_VISION_UNIT.match(name)
+  if not unit:
+    return None
+  where, layer, leaf = unit.groups()
+  if layer == "conv_proj":
+    return f"{PREFIX}{where}/a/proj/standardized_conv2d/kernel", False
+  if layer.startswith("conv"):
+    return f"{PREFIX}{where}/{_LAYERS[layer[-1]]}/standardized_conv2d/kernel", False
+  if leaf not in _GN_NAMES:
+    return None
+  return f"{PREFIX}{where}/{_LAYERS[layer[-1]]}/group_norm/{_GN_NAMES[leaf]}", True
+
+
+def from_big_vision_layout(tensors):
+  """big_vision's BiT keys (a `params/` prefix allowed) renamed to the original npz layout.
+
+  GroupNorm parameters lose their [1, 1, 1, C] broadcast axes and the Dense head
+  becomes the 1×1 conv it is; a key this does not know keeps its name, so the
+  loader names it as unused.
+  """
+  out = {}
+  for key, value in tensors.items():
+    name = key[len("params/"):] if key.startswith("params/") else key
+    known = _original_key(name)
+    if known is None:
+      out[key] = value
+      continue
+    new, flatten = known
+    if flatten:
+      value = value.reshape(-1)
+    elif new.endswith("head/conv2d/kernel") and value.ndim == 2:
+      value = value.reshape(1, 1, *value.shape)
+    out[new] = value
+  return out
+
+
 def file_architecture(tensors, path):
   """(units per stage, width factor or None, classes or None) that a BiT npz's tensors imply."""
   keys = [k for k in tensors if k.startswith(PREFIX)]
   if not keys:
     raise weight_files.WeightFileError(
-        f"{str(path)!r} has no {PREFIX!r} tensors, so it is not an official BiT npz "
+        f"{str(path)!r} has neither {PREFIX!r} tensors nor big_vision's root_block/conv_root, "
+        "so it is not a BiT npz "
         f"(its keys: {', '.join(sorted(tensors)[:3]) or 'none'}).")
   stages = []
   for block in itertools.count(1):
@@ -280,14 +343,19 @@ def _name(stages, width):
 
 
 def load_bit_npz(path, depth=None, width=None, num_classes=None, **model_kwargs):
-  """(BiTResNetV2, {'params': ...}) from an official BiT `.npz` (e.g. BiT-M-R152x2.npz).
+  """(BiTResNetV2, {'params': ...}) from a BiT `.npz` in either layout (e.g. BiT-M-R152x2.npz).
 
   depth: 50 / 101 / 152 or units per stage; width: the width factor (1..4);
   num_classes: the head's size. Each left None is read from the file; each
   given must agree with the file, else the error names both architectures.
   `model_kwargs` go to the module (dtype, pool_padding, std_eps, ...).
   """
-  tensors = _renamed(weight_files.read_npz(path))
+  tensors = weight_files.read_npz(path)
+  if is_big_vision_layout(tensors):
+    tensors = from_big_vision_layout(tensors)
+    model_kwargs.setdefault("pool_padding", "-inf")
+    model_kwargs.setdefault("std_eps", 1e-10)
+  tensors = _renamed(tensors)
   found_stages, found_width, found_classes = file_architecture(tensors, path)
   stages = found_stages if depth is None else stage_sizes_of(depth)
   if stages != found_stages:

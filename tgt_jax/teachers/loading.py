@@ -19,6 +19,7 @@ import numpy as np
 from etils import epath
 
 from tgt_jax import models, tgt
+from tgt_jax.models import bit
 from tgt_jax.teachers import generative
 from tgt_jax.teachers import components as teacher_components
 from tgt_jax.teachers import pretrained
@@ -47,26 +48,41 @@ _DTYPES = {"": jnp.float32, "float32": jnp.float32, "bfloat16": jnp.bfloat16}
 def _validate_pretrained(tconfig):
   for key in ("vae_dir", "labeler_file"):
     if not tconfig.get(key):
-      raise ValueError(f"teacher.kind='pretrained' needs teacher.{key} (a diffusers "
-                       "AutoencoderKL directory / a BiT .npz or timm model.safetensors).")
+      raise ValueError(f"teacher.kind='pretrained' needs teacher.{key}: " + {
+          "vae_dir": "a diffusers AutoencoderKL directory (config.json and "
+                     "diffusion_pytorch_model.safetensors), e.g. a copy of "
+                     "huggingface.co/stabilityai/sd-vae-ft-mse",
+          "labeler_file": "a BiT .npz or a timm model.safetensors"}[key] + ".")
   if tconfig.get("labeler_format") not in pretrained.LABELER_FORMATS:
     raise ValueError(f"Unknown teacher.labeler_format {tconfig.get('labeler_format')!r}; "
                      f"choose one of {list(pretrained.LABELER_FORMATS)}.")
   if tconfig.labeler_format == "timm" and not tconfig.get("labeler_arch"):
     raise ValueError("teacher.labeler_format='timm' needs teacher.labeler_arch (e.g. 'resnet50').")
+  if tconfig.get("labeler_pool_padding", "") not in ("",) + bit.POOL_PADDINGS:
+    raise ValueError(f"Unknown teacher.labeler_pool_padding {tconfig.labeler_pool_padding!r}; "
+                     f"choose one of {list(bit.POOL_PADDINGS)} (or '' for the file's layout's).")
+  if int(tconfig.get("labeler_resolution", 0)) < 0:
+    raise ValueError(f"teacher.labeler_resolution={tconfig.labeler_resolution}: give a size in "
+                     "pixels, or 0 for the labeler's published one.")
   if tconfig.get("dtype", "") not in _DTYPES:
     raise ValueError(f"Unknown teacher.dtype {tconfig.dtype!r}; choose one of "
                      f"{[d for d in _DTYPES if d]} (or '' for float32).")
 
 
-def load_pretrained_teacher(config, source, mesh):
-  """E, G from a diffusers AutoencoderKL and T from a BiT/timm file (teachers/pretrained.py)."""
+def load_pretrained_teacher(config, source, mesh, parts=pretrained.PARTS):
+  """E, G from a diffusers AutoencoderKL and T from a BiT/timm file (teachers/pretrained.py);
+  `parts` ("labeler",) reads the labeler's file alone."""
   t = config.teacher
-  kwargs = {"groups": int(t.labeler_groups)} if t.labeler_format == "bit" else {}
+  kwargs = {}
+  if t.labeler_format == "bit":
+    kwargs["groups"] = int(t.labeler_groups)
+    if t.get("labeler_pool_padding"):
+      kwargs["pool_padding"] = t.labeler_pool_padding
   return pretrained.load(t.vae_dir, t.labeler_format, t.labeler_file, source.image_shape,
                          source.pixel_range, source.num_classes,
                          arch=t.get("labeler_arch") or None, dtype=_DTYPES[t.get("dtype", "")],
-                         mesh=mesh, **kwargs)
+                         mesh=mesh, parts=parts,
+                         labeler_resolution=int(t.get("labeler_resolution", 0)), **kwargs)
 
 
 def validate(config):
@@ -171,6 +187,14 @@ def teacher_identity(params, cfg):
   return {f"teacher_params.{part}": params_fingerprint(params[part]) for part in parts}
 
 
+def load_teacher(config, workdir, source, mesh):
+  """(meta, params, tgt.Teacher) of the configured teacher with every part (E, G and T)."""
+  if is_pretrained_teacher(config):
+    return load_pretrained_teacher(config, source, mesh)
+  meta, params = load_or_train_teacher(config, workdir, source, mesh)
+  return meta, params, teacher_functions(meta)
+
+
 def teacher_for(config, cfg, workdir, source, mesh):
   """The LoadedTeacher a student with TGT config `cfg` needs (empty for ce).
 
@@ -181,8 +205,10 @@ def teacher_for(config, cfg, workdir, source, mesh):
   if is_pretrained_teacher(config):
     if config.eval_only:
       return LoadedTeacher(config.teacher.vae_dir)
-    meta, params, functions = load_pretrained_teacher(config, source, mesh)
-    return LoadedTeacher(config.teacher.vae_dir, meta, params, functions)
+    parts = parts_needed(cfg)
+    meta, params, functions = load_pretrained_teacher(config, source, mesh, parts)
+    where = config.teacher.vae_dir if "generator" in parts else config.teacher.labeler_file
+    return LoadedTeacher(where, meta, params, functions)
   directory = training.teacher_dir(config, workdir)
   if config.eval_only:
     meta = (generative.read_meta(directory)

@@ -9,9 +9,11 @@ The parts were trained on their own conventions, and the student sees the data's
     G reshapes it back. `latent_dim` is h/f · w/f · C for the student's image size.
   * G's output is clipped to [-1, 1] before it is mapped into `pixel_range`, like
     every generator of tgt_jax.
-Parameters are {"generator": autoencoder variables, "labeler": labeler variables}.
+Parameters are {"generator": autoencoder variables, "labeler": labeler variables}; a
+method that never makes x' (kd) loads the labeler alone, and its E and G refuse by name.
 """
 
+import dataclasses
 import math
 
 import jax.numpy as jnp
@@ -53,10 +55,33 @@ def latent_shape(vae_config, image_shape):
   return height // factor, width // factor, vae_config.latent_channels
 
 
-def teacher_functions(vae, labeler, image_shape, pixel_range):
-  """The tgt.Teacher of a published E/G and T for student images (image_shape, pixel_range)."""
-  shape = latent_shape(vae.config, image_shape)
+def at_resolution(labeler, resolution):
+  """`labeler`'s input spec, at `resolution` px instead of its published one when > 0."""
+  spec = labeler.input_spec
+  return dataclasses.replace(spec, resolution=int(resolution)) if resolution else spec
+
+
+def _without_autoencoder(*_):
+  raise ValueError("This pretrained teacher was loaded without its autoencoder (the method "
+                   "makes no x'), so it has no E or G.")
+
+
+def teacher_functions(vae, labeler, image_shape, pixel_range, labeler_resolution=0):
+  """The tgt.Teacher of a published E/G and T for student images (image_shape, pixel_range).
+
+  vae None: T alone (E and G raise). labeler_resolution > 0 replaces the labeler's
+  published input size (smoke runs; a labeler fine-tuned at another size).
+  """
   pixel_range = tuple(float(v) for v in pixel_range)
+  spec = at_resolution(labeler, labeler_resolution)
+
+  def label(p, x):
+    return labeler.apply(p["labeler"], spec.prepare(x, pixel_range))
+
+  if vae is None:
+    return tgt.Teacher(encode=_without_autoencoder, decode=_without_autoencoder, label=label,
+                       latent_dim=0, pixel_range=pixel_range)
+  shape = latent_shape(vae.config, image_shape)
 
   def encode(p, x):
     z = vae.apply(p["generator"], _linear(x, pixel_range, VAE_RANGE), method=vae.encode_latent)
@@ -66,28 +91,34 @@ def teacher_functions(vae, labeler, image_shape, pixel_range):
     x = vae.apply(p["generator"], z.reshape(z.shape[0], *shape), method=vae.decode_latent)
     return _linear(jnp.clip(x, *VAE_RANGE), VAE_RANGE, pixel_range)
 
-  def label(p, x):
-    return labeler.apply(p["labeler"], labeler.input_spec.prepare(x, pixel_range))
-
   return tgt.Teacher(encode=encode, decode=decode, label=label, latent_dim=math.prod(shape),
                      pixel_range=pixel_range)
 
 
+PARTS = ("generator", "labeler")
+
+
 def load(vae_dir, labeler_format, labeler_path, image_shape, pixel_range, num_classes=None,
-         arch=None, dtype=jnp.float32, mesh=None, **labeler_kwargs):
+         arch=None, dtype=jnp.float32, mesh=None, parts=PARTS, labeler_resolution=0,
+         **labeler_kwargs):
   """(meta, params replicated on `mesh`, tgt.Teacher) of a published teacher.
 
   num_classes: the labeler head's size, checked against the file (None: the file's).
+  parts: ("labeler",) skips the autoencoder (its files are not read).
   """
-  vae_config, vae, vae_variables = autoencoder_kl.load(vae_dir, dtype)
   labeler, labeler_variables = load_labeler(labeler_format, labeler_path, arch, num_classes,
                                             dtype, **labeler_kwargs)
-  functions = teacher_functions(vae, labeler, image_shape, pixel_range)
-  meta = {"kind": "pretrained", "vae_dir": str(vae_dir), "labeler_format": labeler_format,
-          "labeler_path": str(labeler_path), "num_classes": labeler.num_classes,
-          "latent_shape": list(latent_shape(vae_config, image_shape)),
-          "latent_dim": functions.latent_dim, "image_shape": list(image_shape),
-          "pixel_range": list(functions.pixel_range)}
-  params = {"generator": vae_variables, "labeler": labeler_variables}
+  meta = {"kind": "pretrained", "parts": [p for p in PARTS if p in parts],
+          "labeler_format": labeler_format, "labeler_path": str(labeler_path),
+          "num_classes": labeler.num_classes,
+          "labeler_resolution": at_resolution(labeler, labeler_resolution).resolution,
+          "image_shape": list(image_shape), "pixel_range": [float(v) for v in pixel_range]}
+  params = {"labeler": labeler_variables}
+  vae = None
+  if "generator" in parts:
+    vae_config, vae, params["generator"] = autoencoder_kl.load(vae_dir, dtype)
+    meta.update(vae_dir=str(vae_dir), latent_shape=list(latent_shape(vae_config, image_shape)))
+  functions = teacher_functions(vae, labeler, image_shape, pixel_range, labeler_resolution)
+  meta["latent_dim"] = functions.latent_dim
   mesh = mesh if mesh is not None else sharding.make_mesh()
   return meta, sharding.replicate(mesh, params), functions

@@ -1,0 +1,132 @@
+"""job=teacher_report: what any image teacher is worth, measured before a pod-day is spent on it.
+
+For the configured teacher (trained by tgt_jax, three parts, or published files) on
+`config.report_split` (default: the first eval split), its first
+`config.report_examples` examples (0: all):
+  reconstruction_psnr_db          E→G against the image, per example, in the data's range
+  labeler_test_accuracy           T on the real images (balanced accuracy)
+  labeler_accuracy_on_reconstructions   T on G(E(x))
+  label_kept_at_sigma_{σ}         how often T's label of x survives z = E(x) + σ·ε
+  prior_label_entropy_nats        the mean entropy of T on G(z), z ~ N(0, I); low means
+                                  confident samples, `prior_classes_hit` how many classes
+                                  they cover (a collapsed prior hits few)
+and a picture, teacher_report_*.png: rows real, E→G, σ = 0.5, σ = 1 and prior samples.
+All of it lands in WORKDIR/results.json; the teacher is read, never written.
+"""
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
+
+from tgt_jax import metrics, sharding
+from tgt_jax.data import sources
+from tgt_jax.engine import artifacts
+from tgt_jax.evaluation import classification as evaluation
+from tgt_jax.teachers import loading
+
+GRID_SIGMAS = (0.5, 1.0)
+DEFAULT_EXAMPLES = 1024
+
+
+def validate(config):
+  loading.validate(config)
+  if config.data.name == "wordnet":
+    raise ValueError("job=teacher_report measures image teachers; the text teacher's job "
+                     "writes its own report and samples.txt (job=teacher).")
+  if int(config.get("report_examples", DEFAULT_EXAMPLES)) < 0:
+    raise ValueError(f"report_examples={config.report_examples}: give a count, or 0 for the "
+                     "whole split.")
+
+
+def make_figures(fns, mesh):
+  """The jitted per-example outputs the report is computed from, sharded over the batch."""
+
+  def figures(params, images, rng):
+    z = fns.encode(params, images)
+    recon = fns.decode(params, z)
+    out = {"logits": fns.label(params, images), "recon_logits": fns.label(params, recon),
+           "recon_sq_error": jnp.mean(jnp.square(recon - images), axis=(1, 2, 3))}
+    for i, sigma in enumerate(evaluation.LABEL_KEPT_SIGMAS):
+      noisy = fns.decode(params, z + sigma * jax.random.normal(jax.random.fold_in(rng, i),
+                                                               z.shape))
+      out[f"noisy_logits_{sigma}"] = fns.label(params, noisy)
+      if sigma in GRID_SIGMAS:
+        out[f"noisy_{sigma}"] = noisy
+    prior_key = jax.random.fold_in(rng, len(evaluation.LABEL_KEPT_SIGMAS))
+    prior = fns.decode(params, jax.random.normal(prior_key, z.shape))
+    out.update(recon=recon, prior=prior, prior_logits=fns.label(params, prior))
+    return out
+
+  rows = sharding.batch_sharded(mesh)
+  return jax.jit(figures, in_shardings=(sharding.replicated(mesh), rows, sharding.replicated(mesh)),
+                 out_shardings=rows)
+
+
+def collect(figures, params, batches, mesh, num_examples, seed):
+  """Every output of `figures` for the first `num_examples` real rows (0: all), gathered."""
+  out, seen = [], 0
+  for i, batch in enumerate(batches):
+    rng = jax.random.fold_in(jax.random.key(seed), i)
+    got = figures(params, sharding.to_global(mesh, batch["image"]), rng)
+    got.update(image=sharding.to_global(mesh, batch["image"]),
+               label=sharding.to_global(mesh, batch["label"]),
+               mask=sharding.to_global(mesh, batch["mask"]))
+    got = jax.device_get(multihost_utils.process_allgather(got, tiled=True))
+    keep = np.asarray(got.pop("mask"), bool)
+    out.append({k: np.asarray(v)[keep] for k, v in got.items()})
+    seen += int(keep.sum())
+    if num_examples and seen >= num_examples:   # every process stops at the same batch
+      break
+  out = {k: np.concatenate([o[k] for o in out]) for k in out[0]}
+  return {k: v[:num_examples] if num_examples else v for k, v in out.items()}
+
+
+def summarize(out, num_classes, pixel_range):
+  """The report's figures from collect's outputs."""
+  low, high = pixel_range
+  psnr = 10.0 * np.log10((high - low) ** 2 / np.maximum(out["recon_sq_error"], 1e-12))
+  prior = np.asarray(out["prior_logits"], np.float64)
+  prior = np.exp(prior - prior.max(-1, keepdims=True))
+  prior /= prior.sum(-1, keepdims=True)
+  entropy = -np.sum(prior * np.log(np.maximum(prior, 1e-30)), -1)
+  return {**evaluation.teacher_report(out, out["label"], num_classes),
+          "reconstruction_psnr_db": float(np.mean(psnr)),
+          "reconstruction_mse": float(np.mean(out["recon_sq_error"])),
+          "prior_label_entropy_nats": float(np.mean(entropy)),
+          "prior_label_entropy_uniform_nats": float(np.log(num_classes)),
+          "prior_classes_hit": int(len(np.unique(np.argmax(prior, -1)))),
+          "num_examples": int(len(out["label"]))}
+
+
+def grid(out, count, pixel_range):
+  """Rows: real, E→G, σ = 0.5, σ = 1, prior samples; pixels mapped to [0, 1]."""
+  low, high = pixel_range
+  names = ["image", "recon"] + [f"noisy_{s}" for s in GRID_SIGMAS] + ["prior"]
+  return metrics.image_grid([(out[name][:count] - low) / (high - low) for name in names])
+
+
+def run(config, workdir):
+  """Loads the teacher, measures it on the report split, writes results.json and the grid."""
+  start = time.time()
+  source = sources.make_source(config, with_subset=False)
+  mesh = sharding.mesh_for(eval_batch_size=config.eval_batch_size)
+  meta, params, fns = loading.load_teacher(config, workdir, source, mesh)
+  split = config.get("report_split", "") or source.eval_split_names[0]
+  num_examples = int(config.get("report_examples", DEFAULT_EXAMPLES))
+  out = collect(make_figures(fns, mesh), params,
+                source.eval_batches(split, config.eval_batch_size), mesh, num_examples,
+                config.seed)
+  report = summarize(out, source.num_classes, source.pixel_range)
+  writer = metrics.MetricWriter(workdir)
+  writer.image(0, "teacher_report", grid(out, int(config.get("grid_examples", 8)),
+                                         source.pixel_range))
+  writer.scalars(0, {f"teacher_report/{k}": v for k, v in report.items()
+                     if isinstance(v, float)})
+  writer.close()
+  results = {"job": "teacher_report", "teacher_kind": config.teacher.get("kind", "") or "trained",
+             "teacher": {k: v for k, v in meta.items() if k != "report"}, "split": split,
+             "seed": config.seed, "wall_time_sec": time.time() - start, **report}
+  return artifacts.write_results(workdir, results)
