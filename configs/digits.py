@@ -46,6 +46,7 @@ def get_config(arg=None):
   config.teacher = configlib.digits_teacher(arg.runlocal)
   config.method = arg.method     # one of tgt.METHODS: ce, kd, kd_mixup, kd_transfer, tgt_*
   config.tgt = configlib.tgt_defaults()
+  config.tgt_cache = configlib.cache_defaults()   # offline x' (job=synthesize), off by default
 
   config.batch_size = 64          # global; must divide by the device count
   config.eval_batch_size = 128

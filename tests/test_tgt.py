@@ -5,9 +5,11 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from tgt_jax import losses, models, tgt
+from tgt_jax.engine.state import TrainState
 
 LATENT = 8
 # Jitted as in the train step (and so compiled once, not dispatched op by op on 8 devices).
@@ -140,6 +142,33 @@ def test_loss_terms_per_method(setup):
     assert set(terms) == keys
     by_hand = terms["ce"] + 0.5 * terms.get("kd_real", 0.0) + 2.0 * terms.get("kd_synthetic", 0.0)
     np.testing.assert_allclose(total, by_hand, rtol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["tgt_random", "tgt_prior"])
+def test_cached_samples_give_the_online_loss_and_update(setup, method):
+  """x' and T(x') read from a cache (batch keys synthetic_*) go through the same loss: with the
+  samples online exploration made, the terms and the update are the online ones, exactly."""
+  teacher_fns, params, student_apply, student_params, images = setup
+  cfg = tgt.TGTConfig(method=method, num_samples=2)
+  batch = {"image": images, "label": jnp.arange(32) % 10}
+  online = tgt.teacher_targets(jax.random.key(3), cfg, teacher_fns, params, student_apply,
+                               student_params, batch)
+  cached_batch = {**batch, "synthetic_image": online[1], "synthetic_teacher_logits": online[2]}
+  offline_teacher = dataclasses.replace(teacher_fns, encode=None, decode=None)   # no E, G
+  cached = tgt.teacher_targets(jax.random.key(99), cfg, offline_teacher, params, student_apply,
+                               student_params, cached_batch)
+  for a, b in zip(online, cached):
+    np.testing.assert_array_equal(a, b)
+  tx = optax.sgd(0.1)
+  state = TrainState(jnp.asarray(0), student_params, tx.init(student_params))
+  (new_online, terms_online) = tgt.student_update(state, tx, student_apply, cfg, batch, online)
+  (new_cached, terms_cached) = tgt.student_update(state, tx, student_apply, cfg, cached_batch,
+                                                  cached)
+  assert terms_online["kd_synthetic"] > 0
+  for key in terms_online:
+    np.testing.assert_array_equal(terms_online[key], terms_cached[key])
+  for a, b in zip(jax.tree.leaves(new_online.params), jax.tree.leaves(new_cached.params)):
+    np.testing.assert_array_equal(a, b)
 
 
 def test_synthetic_loss_has_no_gradient_through_exploration(setup):

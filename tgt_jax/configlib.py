@@ -68,6 +68,13 @@ def tgt_defaults():
       alpha=1.0, lam=1.0, temperature=1.0, ce_weight=1.0))
 
 
+def cache_defaults():
+  """Offline synthesis (tasks/synthesize.py): job=synthesize writes samples_per_example x' per
+  labelled example to `dir` (default WORKDIR/synthetic); a student with `dir` set streams
+  them, using the first `samples` of each (0: all)."""
+  return ml_collections.ConfigDict(dict(dir="", samples_per_example=16, samples=0))
+
+
 def load(path, arg=None, **overrides):
   """get_config(arg) of the config file at `path`, with dotted-key overrides applied as
   --config.KEY=VALUE would (benchmarks and tests run configs exactly as the CLI does)."""

@@ -3,6 +3,7 @@
   student            the TGT student for classification (tasks/classification.py)
   teacher            a generative teacher: VAE + labeler (teachers/training.py)
   teacher_report     any image teacher's figures and pictures, nothing trained (teachers/report.py)
+  synthesize         offline x' and T(x') for tgt_random / tgt_prior students (tasks/synthesize.py)
   pretrain           masked-token pretraining of the text student (tasks/pretrain.py)
   retrieval_teacher  the dual-encoder retrieval teacher (tasks/retrieval.py)
   retrieval          the TGT student for retrieval (tasks/retrieval.py)
@@ -22,7 +23,7 @@ import jax
 from jax.experimental import multihost_utils
 
 from tgt_jax import models, workdir as workdir_lib
-from tgt_jax.tasks import classification, pretrain, retrieval
+from tgt_jax.tasks import classification, pretrain, retrieval, synthesize
 from tgt_jax.teachers import loading, report, training
 from tgt_jax.teachers import retrieval as retrieval_teacher
 
@@ -42,6 +43,7 @@ JOBS = {
     "student": Job(classification.validate, classification.run),
     "teacher": Job(loading.validate, training.run_teacher_job, training.teacher_dir),
     "teacher_report": Job(report.validate, report.run),
+    "synthesize": Job(synthesize.validate, synthesize.run),
     "pretrain": Job(_validate_pretrain, pretrain.run_pretrain_job, pretrain.pretrained_dir),
     "retrieval_teacher": Job(retrieval.validate, retrieval.run_teacher,
                              retrieval_teacher.directory_of),

@@ -218,11 +218,17 @@ def tgt_loss(student_params, student_apply, cfg, batch, teacher_logits, x_syn,
 
 
 def teacher_targets(rng, cfg, teacher, teacher_params, student_apply, student_params, batch):
-  """Everything the loss needs from the teacher: T(x), x' and T(x') (None where unused)."""
+  """Everything the loss needs from the teacher: T(x), x' and T(x') (None where unused).
+
+  A batch with "synthetic_image" and "synthetic_teacher_logits" brings x' and T(x') made
+  offline (exploration that does not depend on the student); T(x) is always online.
+  """
   teacher_logits = x_syn = teacher_logits_syn = None
   if cfg.alpha_eff > 0:
     teacher_logits = teacher.label(teacher_params, batch["image"])
-  if cfg.lam_eff > 0:
+  if cfg.lam_eff > 0 and "synthetic_image" in batch:
+    x_syn, teacher_logits_syn = batch["synthetic_image"], batch["synthetic_teacher_logits"]
+  elif cfg.lam_eff > 0:
     x_syn = synthesize(rng, cfg, teacher, teacher_params, student_apply, student_params,
                        batch["image"], batch.get("transfer"))
     teacher_logits_syn = teacher.label(teacher_params, x_syn)

@@ -85,6 +85,10 @@ class MemorySource:
     """Batch `step` of the labelled subset: a function of (seed, step) only."""
     return split_stream(self.labelled, self.config.batch_size, self.config.seed, start_step)
 
+  def labelled_rows(self, step):
+    """Rows of the labelled subset in global batch `step` (what labelled_batches draws)."""
+    return batches.batch_rows(len(self.labelled), self.config.batch_size, self.config.seed, step)
+
   def unlabelled_batches(self, size, start_step):
     """Inputs of the whole train split, `size` a batch, from a stream of their own."""
     for step in itertools.count(start_step):

@@ -17,10 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from tgt_jax import metrics, models, sharding, tgt, workdir as workdir_lib
-from tgt_jax.data import augment, sources, subsets
+from tgt_jax.data import augment, sources, subsets, synthetic_cache
 from tgt_jax.engine import artifacts, loop, state as state_lib
 from tgt_jax.evaluation import classification as evaluation
-from tgt_jax.tasks import pretrain, probe
+from tgt_jax.tasks import pretrain, probe, synthesize
 from tgt_jax.teachers import loading
 
 
@@ -39,6 +39,14 @@ def validate(config):
   elif config.method == "kd_transfer":
     raise ValueError("method 'kd_transfer' needs the whole train split in memory, so it runs on "
                      f"{list(sources.IN_MEMORY)} only; config.data.name={config.data.name!r}.")
+  if synthesize.cache_settings(config)["dir"]:
+    if config.method not in synthesize.CACHEABLE_METHODS:
+      raise ValueError(f"tgt_cache.dir is set: a cache holds x' that does not depend on the "
+                       f"student, so method must be one of {list(synthesize.CACHEABLE_METHODS)}, "
+                       f"not {config.method!r}.")
+    if config.data.name not in sources.IN_MEMORY:
+      raise ValueError(f"tgt_cache.dir is set: cached x' are streamed for in-memory data "
+                       f"{list(sources.IN_MEMORY)} only, not {config.data.name!r}.")
   loading.validate(config)
 
 
@@ -65,6 +73,19 @@ def batch_at(config, cfg, labelled, unlabelled, step):
     size = config.batch_size * cfg.num_samples
     batch["transfer"] = sources.inputs_of(unlabelled, size, config.seed, step)["image"]
   return batch
+
+
+def cached_batches(source, cfg, config, reader, samples, start_step):
+  """The labelled batches with x' and T(x') of their rows read from the cache: each row's m
+  samples picked by (seed, step), so a resumed run reads what it would have read."""
+  local = sharding.process_rows(config.batch_size)
+  for step, batch in enumerate(source.labelled_batches(start_step), start_step):
+    rows = source.labelled_rows(step)
+    picks = synthetic_cache.sample_ids(config.seed, step, config.batch_size, cfg.num_samples,
+                                       samples)
+    cached = synthetic_cache.synthetic_batch(reader, rows[local], picks[local])
+    yield {**batch, "synthetic_image": cached["synthetic_image"],
+           "synthetic_teacher_logits": cached["synthetic_teacher_logits"]}
 
 
 def student_batches(source, cfg, batch_size, start_step):
@@ -115,7 +136,14 @@ def run(config, workdir):
   logging.info("Student subset: %s, %d examples, per class %s", subset, int(np.sum(counts)),
                counts.tolist())
 
-  teacher = loading.teacher_for(config, cfg, workdir, source, mesh)
+  cache = synthesize.cache_settings(config)
+  teacher = loading.teacher_for(config, cfg, workdir, source, mesh,
+                                parts=("labeler",) if cache["dir"] else None)
+  reader = samples = None
+  if cache["dir"] and not config.eval_only:
+    reader = synthetic_cache.Reader(cache["dir"])
+    samples = synthesize.check_cache(reader.manifest, config, teacher.params,
+                                     int(np.sum(counts)), cache["dir"])
   if teacher.params is not None:    # a resume must distil from the same teacher parameters
     workdir_lib.record_or_check(workdir, loading.teacher_identity(teacher.params, cfg),
                                 "student run's teacher", file=workdir_lib.TEACHER_IDENTITY_FILE)
@@ -133,10 +161,15 @@ def run(config, workdir):
   try:
     state = loop.restore_or_start(ckpt, state, config.eval_only, config.eval_step)
     if not config.eval_only:
+      batches = (functools.partial(cached_batches, source, cfg, config, reader, samples)
+                 if reader is not None else
+                 functools.partial(student_batches, source, cfg, config.batch_size))
       state = _train(config, cfg, mesh, student, tx, state, teacher, source, ckpt, writer,
-                     evaluate, step_key)
+                     evaluate, step_key, batches, explores=reader is None)
   finally:
     ckpt.close()
+    if reader is not None:
+      reader.close()
   total = int(state.step)
 
   reports = {name: evaluate(state.params, name) for name in source.eval_split_names}
@@ -163,12 +196,13 @@ def run(config, workdir):
 
 
 def _train(config, cfg, mesh, student, tx, state, teacher, source, ckpt, writer, evaluate,
-           step_key):
+           step_key, batches, explores=True):
   fill = float(source.pixel_range[0])        # the background of digits: black
   step = make_train_step(student.apply, tx, cfg, teacher.functions, mesh, source.step_augment,
                          fill)
   explore = (probe.make_probe(student.apply, cfg, teacher.functions, mesh, config.grid_examples,
-                              source.step_augment, fill) if cfg.uses_synthetic else None)
+                              source.step_augment, fill)
+             if cfg.uses_synthetic and explores else None)     # a cached run has no G to probe
 
   def probe_fn(state, batch, step_number):
     """Exploration diagnostics and the samples grid (methods with synthetic inputs only)."""
@@ -177,8 +211,7 @@ def _train(config, cfg, mesh, student, tx, state, teacher, source, ckpt, writer,
     return stats
 
   return loop.train(
-      state, lambda s, b: step(s, teacher.params, b, step_key),
-      functools.partial(student_batches, source, cfg, config.batch_size), ckpt, writer,
+      state, lambda s, b: step(s, teacher.params, b, step_key), batches, ckpt, writer,
       loop.Schedule.of(config), mesh, probe=probe_fn if explore is not None else None,
       evaluate=lambda p: {"validation/balanced_accuracy":
                           evaluate(p, "validation")["balanced_accuracy"]},

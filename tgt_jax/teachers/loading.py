@@ -195,17 +195,19 @@ def load_teacher(config, workdir, source, mesh):
   return meta, params, teacher_functions(meta)
 
 
-def teacher_for(config, cfg, workdir, source, mesh):
+def teacher_for(config, cfg, workdir, source, mesh, parts=None):
   """The LoadedTeacher a student with TGT config `cfg` needs (empty for ce).
 
-  eval_only loads nothing but the teacher's JSON (for the report in results.json).
+  parts: the teacher parts to load (None: those the method calls; a student reading
+  x' from a cache needs ("labeler",)). eval_only loads nothing but the teacher's JSON
+  (for the report in results.json).
   """
+  parts = parts or parts_needed(cfg)
   if not (cfg.alpha_eff > 0 or cfg.lam_eff > 0):
     return LoadedTeacher()
   if is_pretrained_teacher(config):
     if config.eval_only:
       return LoadedTeacher(config.teacher.vae_dir)
-    parts = parts_needed(cfg)
     meta, params, functions = load_pretrained_teacher(config, source, mesh, parts)
     where = config.teacher.vae_dir if "generator" in parts else config.teacher.labeler_file
     return LoadedTeacher(where, meta, params, functions)
@@ -214,5 +216,5 @@ def teacher_for(config, cfg, workdir, source, mesh):
     meta = (generative.read_meta(directory)
             if not is_component_teacher(config) and generative.exists(directory) else None)
     return LoadedTeacher(directory, meta)
-  meta, params = load_or_train_teacher(config, workdir, source, mesh, parts_needed(cfg))
+  meta, params = load_or_train_teacher(config, workdir, source, mesh, parts)
   return LoadedTeacher(directory, meta, params, teacher_functions(meta))

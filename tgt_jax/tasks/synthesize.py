@@ -1,0 +1,157 @@
+"""job=synthesize: the exploration that does not depend on the student, done once, offline.
+
+TGT-random and TGT-prior draw x' = G(z') with z' = E(x) + σ·ε or z' ~ N(0, I): the
+student plays no part, so the samples and their labels T(x') can be made once and
+streamed by every student run (and every seed of a sweep that shares the subset)
+instead of paying E, G and T at every step. This job writes N = config.tgt_cache.
+samples_per_example samples of every labelled example, with T(x') as full logits
+(for 1,000 classes they are 4 kB a sample next to an image's 600 kB, so top-k would
+save little), into data/synthetic_cache.py's ArrayRecord shards: each process makes
+and writes its own contiguous part of the examples; process 0 writes the manifest
+when every part is done. Sample j of example e comes from the key (seed, e) alone,
+so the cache does not depend on the number of processes or the batch size.
+
+The student streams it with --config.tgt_cache.dir=DIR (tasks/classification.py):
+the same loss as online exploration, with x' and T(x') read from the cache; T(x) on
+the real batch stays online. The manifest records what made the cache (method, σ,
+subset, seed, the teacher's parameter hashes), and a student whose config disagrees
+is refused by name.
+"""
+
+import logging
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from etils import epath
+from jax.experimental import multihost_utils
+
+from tgt_jax import sharding, tgt
+from tgt_jax.data import sources, synthetic_cache
+from tgt_jax.engine import artifacts
+from tgt_jax.teachers import loading
+
+CACHEABLE_METHODS = ("tgt_random", "tgt_prior")
+DEFAULT_DIR = "synthetic"
+CHUNK = 64                 # examples per jitted call (padded up to the device count)
+
+
+def cache_settings(config):
+  """The ConfigDict block, with defaults for configs that have none."""
+  block = config.get("tgt_cache") or {}
+  return {"dir": block.get("dir", ""), "samples_per_example": int(block.get(
+      "samples_per_example", 16)), "samples": int(block.get("samples", 0))}
+
+
+def cache_dir(config, workdir):
+  return cache_settings(config)["dir"] or str(epath.Path(workdir) / DEFAULT_DIR)
+
+
+def validate(config):
+  if config.method not in CACHEABLE_METHODS:
+    raise ValueError(f"job=synthesize makes samples that do not depend on the student: method "
+                     f"must be one of {list(CACHEABLE_METHODS)}, not {config.method!r}.")
+  if config.data.name not in sources.IN_MEMORY:
+    raise ValueError(f"job=synthesize reads the labelled subset in memory: data.name must be one "
+                     f"of {list(sources.IN_MEMORY)} for now, not {config.data.name!r}.")
+  if cache_settings(config)["samples_per_example"] < 1:
+    raise ValueError("tgt_cache.samples_per_example must be >= 1, got "
+                     f"{cache_settings(config)['samples_per_example']}.")
+  tgt.TGTConfig(method=config.method, **config.tgt.to_dict())
+  loading.validate(config)
+
+
+def recorded_settings(config, teacher_params, num_examples):
+  """What made the cache: a student must agree on all of it to read the cache."""
+  data = config.data.to_dict()
+  return {"method": config.method, "sigma": float(config.tgt.sigma), "seed": int(config.seed),
+          "num_examples": int(num_examples),
+          "data": {k: data.get(k) for k in ("name", "labels_per_class", "imbalance",
+                                            "head_count", "num_labels", "index_file")},
+          **loading.teacher_identity(teacher_params, tgt.TGTConfig(method=config.method))}
+
+
+def check_cache(manifest, config, teacher_params, num_examples, directory):
+  """A named error unless the cache was made for this student's config, subset and teacher;
+  returns how many of its samples per example the student uses."""
+  want = recorded_settings(config, teacher_params, num_examples)
+  have = manifest["settings"]
+  differ = [k for k in want if want[k] != have.get(k)]     # parts the student loaded only
+  if differ:
+    raise ValueError(f"The synthetic cache at {directory!r} was made with other settings: "
+                     + "; ".join(f"{k}: cache {have.get(k)!r}, this run {want[k]!r}"
+                                 for k in differ)
+                     + ". Make a cache for this run (job=synthesize) or point tgt_cache.dir "
+                     "at the matching one.")
+  used = cache_settings(config)["samples"] or manifest["samples_per_example"]
+  if not 1 <= used <= manifest["samples_per_example"]:
+    raise ValueError(f"tgt_cache.samples={used}: the cache at {directory!r} holds "
+                     f"{manifest['samples_per_example']} samples per example.")
+  return used
+
+
+def make_synthesize(cfg, teacher, samples, mesh):
+  """Jitted (teacher params, keys [n], x [n, ...]) → (x' [n, N, ...], T(x') [n, N, C])."""
+  many = tgt.TGTConfig(method=cfg.method, sigma=cfg.sigma, num_samples=samples)
+
+  def one(params, key, x):
+    x_syn = tgt.synthesize(key, many, teacher, params, None, None, x[None])
+    return x_syn, teacher.label(params, x_syn)
+
+  rows = sharding.batch_sharded(mesh)
+  return jax.jit(jax.vmap(one, in_axes=(None, 0, 0)),
+                 in_shardings=(sharding.replicated(mesh), rows, rows), out_shardings=rows)
+
+
+def _chunks(fn, params, images, first, count, seed, mesh):
+  """This process's records, CHUNK examples at a time (each call sees every device)."""
+  devices = mesh.devices.size
+  width = -(-CHUNK // devices) * devices
+  for start in range(first, first + count, width):
+    ids = np.arange(start, min(start + width, first + count))
+    padded = np.concatenate([ids, np.full(width - len(ids), ids[-1])])
+    keys = jax.vmap(lambda e: jax.random.fold_in(jax.random.key(seed), e))(jnp.asarray(padded))
+    x_syn, logits = jax.device_get(fn(params, keys, jnp.asarray(images[padded])))
+    n, samples = len(ids), x_syn.shape[1]
+    yield {"synthetic_image": x_syn[:n].reshape(n * samples, *x_syn.shape[2:]),
+           "synthetic_teacher_logits": logits[:n].reshape(n * samples, -1).astype(np.float32),
+           "example_id": np.repeat(ids, samples).astype(np.int32),
+           "sample_id": np.tile(np.arange(samples), n).astype(np.int32)}
+
+
+def run(config, workdir):
+  """Writes the cache (resuming: a finished shard is kept) and results.json."""
+  start = time.time()
+  settings = cache_settings(config)
+  directory = cache_dir(config, workdir)
+  samples = settings["samples_per_example"]
+  cfg = tgt.TGTConfig(method=config.method, **config.tgt.to_dict())
+  source = sources.make_source(config)
+  teacher = loading.teacher_for(config, cfg, workdir, source, sharding.make_mesh())
+  mesh = sharding.make_mesh(jax.local_devices())   # each process explores its own examples
+  params = sharding.replicate(mesh, jax.tree.map(
+      lambda a: np.asarray(a.addressable_data(0)), teacher.params))
+  labelled = source.labelled
+  index, processes = jax.process_index(), jax.process_count()
+  first, count = synthetic_cache.example_range(len(labelled), index, processes)
+  if synthetic_cache.shard_done(directory, index, processes):
+    logging.info("Cache shard %d of %d in %s is complete: kept.", index, processes, directory)
+  else:
+    fn = make_synthesize(cfg, teacher.functions, samples, mesh)
+    written = synthetic_cache.write_shard(
+        directory, index, processes, first, samples,
+        _chunks(fn, params, labelled.images, first, count, config.seed, mesh))
+    logging.info("Cache shard %d of %d: %d records in %s.", index, processes, written, directory)
+  if processes > 1:
+    multihost_utils.sync_global_devices("synthetic cache shards written")
+  if index == 0:
+    synthetic_cache.write_manifest(directory, processes, samples,
+                                   recorded_settings(config, teacher.params, len(labelled)))
+  if processes > 1:
+    multihost_utils.sync_global_devices("synthetic cache manifest written")
+  results = {"job": "synthesize", "method": config.method, "cache_dir": directory,
+             "num_examples": len(labelled), "samples_per_example": samples,
+             "num_records": len(labelled) * samples, "seed": config.seed,
+             "wall_time_sec": time.time() - start}
+  return artifacts.write_results(workdir, results)
