@@ -92,6 +92,15 @@ def build(batch_size, size="full", labeler="R152x2", teacher_dtype="bfloat16",
                labeler_module, student_params, sharding.to_global(mesh, batch), image_shape)
 
 
+def cached_batch(setup, num_samples=1, seed=1):
+  """The batch with x' and T(x') as a student reading a synthetic cache gets them."""
+  rng = np.random.default_rng(seed)
+  n = setup.batch["image"].shape[0] * num_samples
+  extra = {"synthetic_image": rng.uniform(-1, 1, (n, *setup.image_shape)).astype(np.float32),
+           "synthetic_teacher_logits": rng.normal(size=(n, NUM_CLASSES)).astype(np.float32)}
+  return {**setup.batch, **sharding.to_global(setup.mesh, extra)}
+
+
 def fresh_state(setup):
   """A step-0 train state on the mesh (each method gets its own: the step donates it)."""
   params = setup.student_params

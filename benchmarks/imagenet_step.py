@@ -10,6 +10,9 @@ The parts (benchmarks/imagenet_shaped.py, random weights at their published size
 a ResNet-50 student in bf16, sd-vae-ft-mse's E and G, BiT-M R152x2 as T, 224 px.
 Every method's step is classification.make_train_step, the function the job runs.
 
+tgt_random_cached is tgt_random's step fed x' and T(x') with the batch, as a student reading
+job=synthesize's cache runs it (T(x) on the real batch stays in the step).
+
 Per teacher dtype, two tables:
   parts    XLA's GFLOPs per example of the student's forward+backward and of E, G, T
            alone (each compiled by itself).
@@ -31,7 +34,8 @@ import jax
 from benchmarks import imagenet_shaped
 from tgt_jax import tgt
 
-DEFAULT_METHODS = ("ce", "kd", "kd_mixup", "tgt_random", "tgt_prior", "tgt_gradient",
+CACHED = "tgt_random_cached"     # tgt_random's student step on x' and T(x') from a cache
+DEFAULT_METHODS = ("ce", "kd", "kd_mixup", "tgt_random", CACHED, "tgt_prior", "tgt_gradient",
                    "tgt_gradient_input")
 
 
@@ -49,7 +53,8 @@ def parse_args(argv=None):
   args = p.parse_args(argv)
   args.methods = [m for m in args.methods.split(",") if m]
   args.teacher_dtypes = [d for d in args.teacher_dtypes.split(",") if d]
-  unknown = [m for m in args.methods if m not in tgt.METHODS or m == "kd_transfer"]
+  unknown = [m for m in args.methods
+             if m not in tgt.METHODS + (CACHED,) or m == "kd_transfer"]
   if unknown or not args.methods:
     p.error(f"--methods: unknown or unsupported here {unknown} (kd_transfer reads a transfer "
             f"set, which this step has not); choose from {list(DEFAULT_METHODS)}.")
@@ -83,25 +88,29 @@ def measure_parts(setup):
 
 
 def measure_method(setup, method, parts, steps, warmup):
-  cfg, step = imagenet_shaped.train_step(setup, method)
+  cached = method == CACHED
+  cfg, step = imagenet_shaped.train_step(setup, "tgt_random" if cached else method)
+  batch = imagenet_shaped.cached_batch(setup) if cached else setup.batch
   state = imagenet_shaped.fresh_state(setup)
   rng = jax.random.key(1)
-  args = (state, setup.teacher_params, setup.batch, rng)
+  args = (state, setup.teacher_params, batch, rng)
   compiled, flops, compile_s, memory = imagenet_shaped.compiled_figures(step, args)
   for _ in range(warmup):
-    state, _ = compiled(state, setup.teacher_params, setup.batch, rng)
+    state, _ = compiled(state, setup.teacher_params, batch, rng)
   jax.block_until_ready(state)
   times = []
   for _ in range(steps):
     start = time.perf_counter()
-    state, terms = compiled(state, setup.teacher_params, setup.batch, rng)
+    state, terms = compiled(state, setup.teacher_params, batch, rng)
     jax.block_until_ready((state, terms))
     times.append(time.perf_counter() - start)
-  batch = setup.batch["image"].shape[0]
+  batch_size = setup.batch["image"].shape[0]
   passes = forward_passes(cfg)
+  if cached:                  # x' and T(x') arrive with the batch: T(x) is the only teacher pass
+    passes.update(E=0, G=0, T=1)
   split = {"student": passes["student"] * parts["student_fwd_bwd"],
            **{k: passes[k] * parts[k] for k in ("E", "G", "T")}}
-  per_example = flops / batch / 1e9
+  per_example = flops / batch_size / 1e9
   split["rest"] = per_example - sum(split.values())
   return {"method": method, "gflops_per_example": per_example,
           "gflops_by_part_per_example": split,
@@ -145,8 +154,8 @@ def format_table(result):
   rows = [head]
   for r in result["rows"]:
     s = r["gflops_by_part_per_example"]
-    rows.append((r["method"], f"{r['gflops_per_example']:.1f}", f"{s['student']:.1f}",
-                 f"{s['E']:.0f}", f"{s['G']:.0f}", f"{s['T']:.0f}", f"{s['rest']:.1f}",
+    rows.append((r["method"], f"{r['gflops_per_example']:.4g}", f"{s['student']:.4g}",
+                 f"{s['E']:.4g}", f"{s['G']:.4g}", f"{s['T']:.4g}", f"{s['rest']:.3g}",
                  f"{100 * r['student_share']:.1f}", f"{r['ms_per_step']:.0f}",
                  f"{r['time_per_flop_vs_kd']:.2f}",
                  f"{r['memory'].get('peak_estimate_bytes', 0) / 2**30:.2f}",

@@ -103,3 +103,55 @@ def test_seed_summaries():
   assert list(groups) == [("a",), ("b",)] and [r["seed"] for r in groups[("a",)]] == [0, 1]
   assert seeds.mean_std([1.0, 3.0]) == (2.0, pytest.approx(2 ** 0.5))
   assert seeds.mean_std([5.0]) == (5.0, 0.0)
+
+
+@pytest.mark.slow      # 50 s: four methods' steps through the tiny AutoencoderKL and BiT
+def test_imagenet_step_by_part_at_its_smallest_size(tmp_path):
+  """--preset=imagenet (through step_cost's CLI) at size tiny: the parts sum to the step."""
+  out = tmp_path / "imagenet.json"
+  results = step_cost.main(["--preset=imagenet", "--size=tiny", "--batch_size=8", "--steps=1",
+                            "--teacher_dtypes=float32", f"--json_out={out}",
+                            "--methods=kd,tgt_random,tgt_random_cached,tgt_gradient"])
+  rows = {r["method"]: r for r in results[0]["rows"]}
+  parts = results[0]["parts_gflops_per_example"]
+  assert set(parts) == {"student_fwd_bwd", "E", "G", "T"} and min(parts.values()) > 0
+  random, cached = rows["tgt_random"], rows["tgt_random_cached"]
+  # tgt_random's step holds one E, one G and two T passes; the cached step none of E and G.
+  split = random["gflops_by_part_per_example"]
+  assert split["E"] == parts["E"] and split["G"] == parts["G"] and split["T"] == 2 * parts["T"]
+  assert cached["gflops_per_example"] < random["gflops_per_example"] - parts["G"] / 2
+  assert rows["tgt_gradient"]["gflops_by_part_per_example"]["rest"] > parts["G"]   # G's backward
+  assert 0 < random["student_share"] < rows["kd"]["student_share"] < 1
+  assert rows["kd"]["time_per_flop_vs_kd"] == 1.0
+  assert json.loads(out.read_text())["results"][0]["teacher_dtype"] == "float32"
+
+
+def test_device_benchmark_at_its_smallest_size(tmp_path, capsys):
+  from benchmarks import device      # pylint: disable=g-import-not-at-top
+  out = tmp_path / "device.json"
+  result = device.main(["--size=tiny", "--batch_size=8", "--matmul_size=128", "--steps=1",
+                        "--methods=kd", f"--json_out={out}"])
+  assert [row["method"] for row in result["rows"]] == ["kd"]
+  assert result["matmul_bf16_flops_per_s"] > 0 and result["skipped"] == []
+  for row in result["rows"]:
+    assert row["images_per_s"] > 0 and 0 < row["mfu"] and math.isfinite(row["mfu"])
+  assert "images/s" in capsys.readouterr().out
+  skipped = device.main(["--size=tiny", "--batch_size=8", "--matmul_size=64", "--steps=1",
+                         "--methods=kd", "--budget_s=0"])
+  assert skipped["rows"] == [] and skipped["skipped"] == ["kd"]
+
+
+@pytest.mark.slow      # 30 s: seven digits jobs
+def test_synthesis_cache_smoke(tmp_path, tiny_teacher_dir):
+  from benchmarks import synthesis_cache      # pylint: disable=g-import-not-at-top
+  summary = synthesis_cache.main(["--smoke", f"--out={tmp_path}",
+                                  f"--teacher_dir={tiny_teacher_dir}"])
+  arms = {s["arm"]: s for s in summary}
+  assert set(arms) == {"synthesize", "cached_1", "cached_4", "online", "online_bf16", "kd"}
+  for arm in ("cached_1", "cached_4", "online", "online_bf16", "kd"):
+    assert 0.0 <= arms[arm]["test_accuracy_mean"] <= 1.0
+  assert "| cached_4 | 1 |" in (tmp_path / "table.md").read_text()
+  again = synthesis_cache.main(["--smoke", f"--out={tmp_path}",
+                                f"--teacher_dir={tiny_teacher_dir}"])     # resumes: no reruns
+  accuracies = lambda rows: [s["test_accuracy_mean"] for s in rows if s["arm"] != "synthesize"]
+  assert accuracies(again) == accuracies(summary)

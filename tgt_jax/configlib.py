@@ -48,6 +48,8 @@ def digits_teacher(runlocal=False):
   t.batch_size = 64
   t.learning_rate = 1e-3
   t.seed = 0
+  t.dtype = ""                    # compute dtype in the student's step ('' float32, bfloat16);
+                                  # it is trained in float32 either way
   t.log_every = 500               # steps between a part's progress lines
   t.checkpoint_every = 1000       # steps between a part's checkpoints (resumable)
   if runlocal:

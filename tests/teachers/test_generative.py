@@ -5,6 +5,7 @@ import os
 import shutil
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -20,6 +21,20 @@ def test_round_trip_and_functions(tiny_teacher_dir):
   x_rec = fns.decode(params, z)
   assert x_rec.shape == x.shape and 0.0 <= float(x_rec.min()) and float(x_rec.max()) <= 1.0
   assert fns.label(params, x).shape == (4, 10)
+
+
+def test_a_bfloat16_teacher_computes_in_bfloat16_from_the_same_params(tiny_teacher_dir):
+  """teacher.dtype: the trained float32 parameters, bf16 compute, float32 outputs close to f32's."""
+  meta, params = generative.load(tiny_teacher_dir, (8, 8, 1), 10)
+  full, half = generative.as_functions(meta), generative.as_functions(meta, jnp.bfloat16)
+  x = np.random.default_rng(0).uniform(size=(4, 8, 8, 1)).astype(np.float32)
+  hlo = jax.jit(half.label).lower(params, x).as_text()
+  assert "bf16" in hlo and "bf16" not in jax.jit(full.label).lower(params, x).as_text()
+  for fn, arg in ((lambda f: f.label, x), (lambda f: f.encode, x),
+                  (lambda f: f.decode, full.encode(params, x))):
+    want, got = fn(full)(params, arg), fn(half)(params, arg)
+    assert got.dtype == jnp.float32
+    np.testing.assert_allclose(got, want, atol=0.05 * float(np.abs(want).max()) + 1e-3)
 
 
 @pytest.mark.parametrize("kwargs,match", [

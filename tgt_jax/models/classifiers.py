@@ -5,9 +5,10 @@ No batch statistics (no BatchNorm), so every model is a pure function of
 per-example gradients that exploration takes rely on that.
 """
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
+import jax.numpy as jnp
 
 
 class MLP(nn.Module):
@@ -29,6 +30,7 @@ class ConvNet(nn.Module):
   conv_features: Sequence[int] = (16, 32)
   conv_strides: Sequence[int] = (1, 2)
   dense_features: int = 32
+  dtype: Any = None             # compute dtype (e.g. bfloat16); parameters and logits float32
 
   @nn.compact
   def __call__(self, x):
@@ -37,7 +39,7 @@ class ConvNet(nn.Module):
           f"conv_features {tuple(self.conv_features)} and conv_strides "
           f"{tuple(self.conv_strides)} must have the same length.")
     for features, stride in zip(self.conv_features, self.conv_strides):
-      x = nn.relu(nn.Conv(features, (3, 3), strides=stride)(x))
+      x = nn.relu(nn.Conv(features, (3, 3), strides=stride, dtype=self.dtype)(x))
     x = x.reshape((x.shape[0], -1))
-    x = nn.relu(nn.Dense(self.dense_features)(x))
-    return nn.Dense(self.num_classes)(x)
+    x = nn.relu(nn.Dense(self.dense_features, dtype=self.dtype)(x))
+    return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)

@@ -25,18 +25,19 @@ PARAMS_DIR = artifacts.PARAMS_DIR
 DamagedArtifact = checkpointing.DamagedArtifact   # a file that is there but does not read
 
 
-def build_modules(meta):
-  """Flax modules (generator, labeler) described by teacher metadata."""
+def build_modules(meta, dtype=None):
+  """Flax modules (generator, labeler) described by teacher metadata; `dtype` the compute
+  dtype (None: float32, how they were trained)."""
   vocab_size = meta.get("vocab_size")       # text teachers only
   generator = models.generator(meta["generator"], meta["image_shape"], meta["latent_dim"],
-                               meta["pixel_range"], vocab_size=vocab_size)
-  labeler = models.classifier(meta["labeler"], meta["num_classes"], vocab_size=vocab_size)
+                               meta["pixel_range"], dtype=dtype, vocab_size=vocab_size)
+  labeler = models.classifier(meta["labeler"], meta["num_classes"], dtype, vocab_size=vocab_size)
   return generator, labeler
 
 
-def as_functions(meta):
+def as_functions(meta, dtype=None):
   """The `tgt.Teacher` of pure functions for a teacher with metadata `meta`."""
-  generator, labeler = build_modules(meta)
+  generator, labeler = build_modules(meta, dtype)
   return tgt.Teacher(
       encode=lambda p, x: generator.apply(p["generator"], x, method=generator.encode)[0],
       decode=lambda p, z: generator.apply(p["generator"], z, method=generator.decode),

@@ -105,13 +105,17 @@ def validate(config):
     raise ValueError(f"Unknown generator model name {tconfig.generator!r}; "
                      f"known: {sorted(models.GENERATORS)}.")
   models.check_classifier(tconfig.labeler)
+  if tconfig.get("dtype", "") not in _DTYPES:
+    raise ValueError(f"Unknown teacher.dtype {tconfig.dtype!r}; choose one of "
+                     f"{[d for d in _DTYPES if d]} (or '' for float32).")
 
 
-def teacher_functions(meta):
-  """tgt.Teacher of a loaded teacher: one trained by tgt_jax, or one from three parts."""
+def teacher_functions(meta, dtype=""):
+  """tgt.Teacher of a loaded teacher: one trained by tgt_jax (computing in `dtype`, '' for
+  float32), or one from three parts."""
   if "encoder" in meta and isinstance(meta["encoder"], dict):
     return teacher_components.as_functions(meta)
-  return generative.as_functions(meta)
+  return generative.as_functions(meta, _DTYPES[dtype] if dtype else None)
 
 
 def load_component_teacher(config, workdir, source, mesh):
@@ -192,7 +196,7 @@ def load_teacher(config, workdir, source, mesh):
   if is_pretrained_teacher(config):
     return load_pretrained_teacher(config, source, mesh)
   meta, params = load_or_train_teacher(config, workdir, source, mesh)
-  return meta, params, teacher_functions(meta)
+  return meta, params, teacher_functions(meta, config.teacher.get("dtype", ""))
 
 
 def teacher_for(config, cfg, workdir, source, mesh, parts=None):
@@ -217,4 +221,5 @@ def teacher_for(config, cfg, workdir, source, mesh, parts=None):
             if not is_component_teacher(config) and generative.exists(directory) else None)
     return LoadedTeacher(directory, meta)
   meta, params = load_or_train_teacher(config, workdir, source, mesh, parts)
-  return LoadedTeacher(directory, meta, params, teacher_functions(meta))
+  return LoadedTeacher(directory, meta, params,
+                       teacher_functions(meta, config.teacher.get("dtype", "")))
