@@ -31,7 +31,11 @@ def test_cifar10_runlocal_teacher_then_student(tmp_path):
   assert (tmp_path / "checkpoints").exists()
 
 
-@pytest.mark.parametrize("method", ["ce", "kd", "tgt_random", "tgt_gradient"])
+@pytest.mark.parametrize("method", [
+    "ce", "kd", "tgt_random",
+    # 42 s; a TGT-gradient step through published-format parts also runs by default in
+    # tests/teachers/test_pretrained.py
+    pytest.param("tgt_gradient", marks=pytest.mark.slow)])
 def test_imagenet_runlocal_with_a_teacher_from_published_files(tmp_path, method):
   """The default teacher kind on the tiny published-format fixtures (diffusers AutoencoderKL,
   a 1000-class BiT in big_vision's layout) under mock ImageNet: kd reads the labeler's file

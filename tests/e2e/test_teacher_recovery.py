@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 STEPS, CHECKPOINT_EVERY, LOG_EVERY = 400, 40, 10
 
@@ -27,6 +29,7 @@ def _generator_steps(metrics_file):
     return [json.loads(line)["step"] for line in f]
 
 
+@pytest.mark.slow      # 26 s; the student's SIGKILL test (test_recovery.py) runs by default
 def test_sigkilled_teacher_job_resumes_its_generator_from_the_checkpoint(tmp_path):
   run_dir = tmp_path / "teacher" / "training" / "generator"
   ckpt_dir = run_dir / "checkpoints"
