@@ -24,7 +24,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from benchmarks import imagenet_shaped
+from benchmarks import imagenet_shaped, step_cost
 from tgt_jax import tgt
 
 DEFAULT_METHODS = ("kd", "tgt_random", "tgt_gradient")
@@ -83,16 +83,9 @@ def measure(args):
     _, step = imagenet_shaped.train_step(setup, method)
     state = imagenet_shaped.fresh_state(setup)
     rng = jax.random.key(1)
-    compiled, flops, compile_s, memory = imagenet_shaped.compiled_figures(
-        step, (state, setup.teacher_params, setup.batch, rng))
-    state, _ = compiled(state, setup.teacher_params, setup.batch, rng)     # warm-up
-    jax.block_until_ready(state)
-    times = []
-    for _ in range(args.steps):
-      t0 = time.perf_counter()
-      state, terms = compiled(state, setup.teacher_params, setup.batch, rng)
-      jax.block_until_ready((state, terms))
-      times.append(time.perf_counter() - t0)
+    args_ = (state, setup.teacher_params, setup.batch, rng)
+    compiled, flops, compile_s, memory = imagenet_shaped.compiled_figures(step, args_)
+    _, times = step_cost.time_steps(compiled, *args_, 1, args.steps)     # 1 warm-up step
     median = statistics.median(times)
     rows.append({"method": method, "images_per_s": args.batch_size / median,
                  "ms_per_step": 1e3 * median, "gflops_per_step": flops / 1e9,

@@ -20,6 +20,7 @@ import ml_collections
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import step_cost
 from tgt_jax import models, sharding, tgt
 from tgt_jax.engine import state as state_lib
 from tgt_jax.models import autoencoder_kl, bit
@@ -143,10 +144,7 @@ def compiled_figures(fn, args):
   start = time.perf_counter()
   compiled = fn.lower(*args).compile()
   seconds = time.perf_counter() - start
-  analysis = compiled.cost_analysis()
-  if isinstance(analysis, (list, tuple)):
-    analysis = analysis[0] if analysis else None
-  flops = float((analysis or {}).get("flops", float("nan")))
+  flops = step_cost.compiled_flops(compiled)
   memory = {}
   stats = compiled.memory_analysis()
   if stats is not None:

@@ -27,11 +27,10 @@ Per teacher dtype, two tables:
 import argparse
 import json
 import statistics
-import time
 
 import jax
 
-from benchmarks import imagenet_shaped
+from benchmarks import imagenet_shaped, step_cost
 from tgt_jax import tgt
 
 CACHED = "tgt_random_cached"     # tgt_random's student step on x' and T(x') from a cache
@@ -69,13 +68,11 @@ def parse_args(argv=None):
 
 
 def forward_passes(cfg):
-  """Passes per real example outside the ascent: student fwd+bwd, E, G, T (m = num_samples)."""
-  m = cfg.num_samples
-  synthetic = cfg.lam_eff > 0
-  return {"student": 1 + (m if synthetic else 0),
-          "E": int(synthetic and cfg.needs_generator and cfg.method != "tgt_prior"),
-          "G": m if synthetic and cfg.needs_generator else 0,
-          "T": int(cfg.alpha_eff > 0) + (m if synthetic else 0)}
+  """Passes per real example outside the ascent: student fwd+bwd, E, G, T. step_cost's rule
+  counts the ascent's passes too, once per backward pass through G or T."""
+  n = step_cost.teacher_passes(cfg)
+  return {"student": 1 + (cfg.num_samples if cfg.lam_eff > 0 else 0), "E": n["E"],
+          "G": n["G"] - n["backward_G"], "T": n["T"] - n["backward_T"]}
 
 
 def measure_parts(setup):
@@ -95,15 +92,7 @@ def measure_method(setup, method, parts, steps, warmup):
   rng = jax.random.key(1)
   args = (state, setup.teacher_params, batch, rng)
   compiled, flops, compile_s, memory = imagenet_shaped.compiled_figures(step, args)
-  for _ in range(warmup):
-    state, _ = compiled(state, setup.teacher_params, batch, rng)
-  jax.block_until_ready(state)
-  times = []
-  for _ in range(steps):
-    start = time.perf_counter()
-    state, terms = compiled(state, setup.teacher_params, batch, rng)
-    jax.block_until_ready((state, terms))
-    times.append(time.perf_counter() - start)
+  _, times = step_cost.time_steps(compiled, *args, warmup, steps)
   batch_size = setup.batch["image"].shape[0]
   passes = forward_passes(cfg)
   if cached:                  # x' and T(x') arrive with the batch: T(x) is the only teacher pass

@@ -109,12 +109,17 @@ def teacher_passes(cfg):
   return n
 
 
-def xla_flops(step, *args):
-  """FLOPs of the compiled step on one device (cost_analysis: a dict, or a list of them)."""
-  analysis = step.lower(*args).compile().cost_analysis()
+def compiled_flops(compiled):
+  """FLOPs of a compiled program on one device (cost_analysis: a dict, or a list of them)."""
+  analysis = compiled.cost_analysis()
   if isinstance(analysis, (list, tuple)):
     analysis = analysis[0] if analysis else None
   return float((analysis or {}).get("flops", float("nan")))
+
+
+def xla_flops(step, *args):
+  """FLOPs of the jitted step, compiled for `args`, on one device."""
+  return compiled_flops(step.lower(*args).compile())
 
 
 def time_steps(step, state, tparams, batch, rng, warmup, steps):

@@ -11,10 +11,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # One XLA compilation cache for the run, shared with the subprocesses tests start: many tests
 # compile the same steps, and a hit skips the compile (most of the suite's time on 2 cores).
 # The programs are the same either way; TGT_JAX_TEST_XLA_CACHE=0 turns it off.
-if os.environ.get("TGT_JAX_TEST_XLA_CACHE", "1") != "0" and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+if (os.environ.get("TGT_JAX_TEST_XLA_CACHE", "1") != "0"
+    and "JAX_COMPILATION_CACHE_DIR" not in os.environ):
   _cache = tempfile.mkdtemp(prefix="tgt_jax_test_xla_cache_")
   atexit.register(shutil.rmtree, _cache, ignore_errors=True)
-  os.environ.update(JAX_COMPILATION_CACHE_DIR=_cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+  os.environ.update(JAX_COMPILATION_CACHE_DIR=_cache,
+                    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                     JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position

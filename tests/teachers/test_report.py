@@ -99,3 +99,17 @@ def test_text_data_and_a_negative_count_are_refused():
   config.data.name, config.report_examples = "digits", -1
   with pytest.raises(ValueError, match="report_examples=-1"):
     report.validate(config)
+
+
+def test_collect_keeps_the_pictures_of_the_first_rows_only():
+  mesh = sharding.make_mesh()
+  rng = np.random.default_rng(1)
+  images = rng.uniform(0, 1, (24, 2, 2, 1)).astype(np.float32)
+  params = sharding.replicate(mesh, {"sharpness": jnp.asarray(50.0)})
+  out = report.collect(report.make_figures(_known_teacher(), mesh), params,
+                       _batches(images, np.zeros(24, np.int32), 8), mesh, num_examples=0,
+                       seed=0, image_rows=3)
+  assert len(out["label"]) == len(out["logits"]) == 24
+  for name in report.IMAGES:
+    assert len(out[name]) == 3, name
+  np.testing.assert_array_equal(out["image"], images[:3])

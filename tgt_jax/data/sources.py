@@ -45,10 +45,15 @@ def student_subset(config, train_split, num_classes):
   return train_split.take(rows), counts
 
 
+def rows_of(split, rows):
+  """{"image", "label"} of the given rows of an in-memory split."""
+  return {"image": split.images[rows], "label": split.labels[rows]}
+
+
 def batch_of(split, batch_size, seed, step):
   """This process's rows of global batch `step` of an in-memory split: {"image", "label"}."""
   rows = batches.batch_rows(len(split), batch_size, seed, step)[sharding.process_rows(batch_size)]
-  return {"image": split.images[rows], "label": split.labels[rows]}
+  return rows_of(split, rows)
 
 
 def inputs_of(split, size, seed, step):
@@ -88,6 +93,10 @@ class MemorySource:
   def labelled_rows(self, step):
     """Rows of the labelled subset in global batch `step` (what labelled_batches draws)."""
     return batches.batch_rows(len(self.labelled), self.config.batch_size, self.config.seed, step)
+
+  def labelled_batch(self, rows):
+    """{"image", "label"} of these rows of the labelled subset."""
+    return rows_of(self.labelled, rows)
 
   def unlabelled_batches(self, size, start_step):
     """Inputs of the whole train split, `size` a batch, from a stream of their own."""

@@ -87,6 +87,24 @@ def report(predictions, labels, num_classes, groups):
 LABEL_KEPT_SIGMAS = (0.25, 0.5, 1.0, 2.0)
 
 
+def teacher_outputs(fns, params, images, rng, image_sigmas=()):
+  """(z, per-example outputs) teacher_report reads, for a teacher's E, G, T as pure functions
+  `fns`: T on x and on E→G, E→G's squared error, T at z = E(x) + σ·ε for each σ of
+  LABEL_KEPT_SIGMAS (key fold_in(rng, i)), with the decoded images of the σ in image_sigmas
+  and of E→G ("recon")."""
+  z = fns.encode(params, images)
+  recon = fns.decode(params, z)
+  out = {"logits": fns.label(params, images), "recon_logits": fns.label(params, recon),
+         "recon_sq_error": jnp.mean(jnp.square(recon - images), axis=tuple(range(1, images.ndim))),
+         "recon": recon}
+  for i, sigma in enumerate(LABEL_KEPT_SIGMAS):
+    noisy = fns.decode(params, z + sigma * jax.random.normal(jax.random.fold_in(rng, i), z.shape))
+    out[f"noisy_logits_{sigma}"] = fns.label(params, noisy)
+    if sigma in image_sigmas:
+      out[f"noisy_{sigma}"] = noisy
+  return z, out
+
+
 def teacher_report(out, labels, num_classes):
   """The figures asked of every generative teacher, image or text, from its raw outputs.
 

@@ -9,6 +9,7 @@ engine's loop does the rest.
 """
 
 import functools
+import itertools
 import logging
 import time
 
@@ -79,12 +80,12 @@ def cached_batches(source, cfg, config, reader, samples, start_step):
   """The labelled batches with x' and T(x') of their rows read from the cache: each row's m
   samples picked by (seed, step), so a resumed run reads what it would have read."""
   local = sharding.process_rows(config.batch_size)
-  for step, batch in enumerate(source.labelled_batches(start_step), start_step):
-    rows = source.labelled_rows(step)
+  for step in itertools.count(start_step):
+    rows = source.labelled_rows(step)[local]      # the rows labelled_batches would draw
     picks = synthetic_cache.sample_ids(config.seed, step, config.batch_size, cfg.num_samples,
-                                       samples)
-    cached = synthetic_cache.synthetic_batch(reader, rows[local], picks[local])
-    yield {**batch, "synthetic_image": cached["synthetic_image"],
+                                       samples)[local]
+    cached = synthetic_cache.synthetic_batch(reader, rows, picks)
+    yield {**source.labelled_batch(rows), "synthetic_image": cached["synthetic_image"],
            "synthetic_teacher_logits": cached["synthetic_teacher_logits"]}
 
 

@@ -45,6 +45,13 @@ def is_pretrained_teacher(config):
 _DTYPES = {"": jnp.float32, "float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
+def _check_dtype(tconfig):
+  """teacher.dtype, the compute dtype of a pretrained or tgt_jax-trained teacher."""
+  if tconfig.get("dtype", "") not in _DTYPES:
+    raise ValueError(f"Unknown teacher.dtype {tconfig.dtype!r}; choose one of "
+                     f"{[d for d in _DTYPES if d]} (or '' for float32).")
+
+
 def _validate_pretrained(tconfig):
   for key in ("vae_dir", "labeler_file"):
     if not tconfig.get(key):
@@ -64,9 +71,7 @@ def _validate_pretrained(tconfig):
   if int(tconfig.get("labeler_resolution", 0)) < 0:
     raise ValueError(f"teacher.labeler_resolution={tconfig.labeler_resolution}: give a size in "
                      "pixels, or 0 for the labeler's published one.")
-  if tconfig.get("dtype", "") not in _DTYPES:
-    raise ValueError(f"Unknown teacher.dtype {tconfig.dtype!r}; choose one of "
-                     f"{[d for d in _DTYPES if d]} (or '' for float32).")
+  _check_dtype(tconfig)
 
 
 def load_pretrained_teacher(config, source, mesh, parts=pretrained.PARTS):
@@ -105,9 +110,7 @@ def validate(config):
     raise ValueError(f"Unknown generator model name {tconfig.generator!r}; "
                      f"known: {sorted(models.GENERATORS)}.")
   models.check_classifier(tconfig.labeler)
-  if tconfig.get("dtype", "") not in _DTYPES:
-    raise ValueError(f"Unknown teacher.dtype {tconfig.dtype!r}; choose one of "
-                     f"{[d for d in _DTYPES if d]} (or '' for float32).")
+  _check_dtype(tconfig)
 
 
 def teacher_functions(meta, dtype=""):

@@ -17,7 +17,6 @@ All of it lands in WORKDIR/results.json; the teacher is read, never written.
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
@@ -45,19 +44,10 @@ def make_figures(fns, mesh):
   """The jitted per-example outputs the report is computed from, sharded over the batch."""
 
   def figures(params, images, rng):
-    z = fns.encode(params, images)
-    recon = fns.decode(params, z)
-    out = {"logits": fns.label(params, images), "recon_logits": fns.label(params, recon),
-           "recon_sq_error": jnp.mean(jnp.square(recon - images), axis=(1, 2, 3))}
-    for i, sigma in enumerate(evaluation.LABEL_KEPT_SIGMAS):
-      noisy = fns.decode(params, z + sigma * jax.random.normal(jax.random.fold_in(rng, i),
-                                                               z.shape))
-      out[f"noisy_logits_{sigma}"] = fns.label(params, noisy)
-      if sigma in GRID_SIGMAS:
-        out[f"noisy_{sigma}"] = noisy
+    z, out = evaluation.teacher_outputs(fns, params, images, rng, GRID_SIGMAS)
     prior_key = jax.random.fold_in(rng, len(evaluation.LABEL_KEPT_SIGMAS))
     prior = fns.decode(params, jax.random.normal(prior_key, z.shape))
-    out.update(recon=recon, prior=prior, prior_logits=fns.label(params, prior))
+    out.update(prior=prior, prior_logits=fns.label(params, prior))
     return out
 
   rows = sharding.batch_sharded(mesh)
@@ -65,8 +55,13 @@ def make_figures(fns, mesh):
                  out_shardings=rows)
 
 
-def collect(figures, params, batches, mesh, num_examples, seed):
-  """Every output of `figures` for the first `num_examples` real rows (0: all), gathered."""
+IMAGES = ("image", "recon", "prior") + tuple(f"noisy_{s}" for s in GRID_SIGMAS)
+
+
+def collect(figures, params, batches, mesh, num_examples, seed, image_rows=0):
+  """Every output of `figures` for the first `num_examples` real rows (0: all), gathered;
+  the pictures (IMAGES) of the first `image_rows` only (0: all), so 10,000 ImageNet rows do
+  not hold 10,000 × 5 images in host memory."""
   out, seen = [], 0
   for i, batch in enumerate(batches):
     rng = jax.random.fold_in(jax.random.key(seed), i)
@@ -76,7 +71,10 @@ def collect(figures, params, batches, mesh, num_examples, seed):
                mask=sharding.to_global(mesh, batch["mask"]))
     got = jax.device_get(multihost_utils.process_allgather(got, tiled=True))
     keep = np.asarray(got.pop("mask"), bool)
-    out.append({k: np.asarray(v)[keep] for k, v in got.items()})
+    rows = {k: np.asarray(v)[keep] for k, v in got.items()}
+    if image_rows:
+      rows.update({k: rows[k][:max(0, image_rows - seen)] for k in IMAGES})
+    out.append(rows)
     seen += int(keep.sum())
     if num_examples and seen >= num_examples:   # every process stops at the same batch
       break
@@ -116,13 +114,13 @@ def run(config, workdir):
   meta, params, fns = loading.load_teacher(config, workdir, source, mesh)
   split = config.get("report_split", "") or source.eval_split_names[0]
   num_examples = int(config.get("report_examples", DEFAULT_EXAMPLES))
+  grid_examples = int(config.get("grid_examples", 8))
   out = collect(make_figures(fns, mesh), params,
                 source.eval_batches(split, config.eval_batch_size), mesh, num_examples,
-                config.seed)
+                config.seed, image_rows=grid_examples)
   report = summarize(out, source.num_classes, source.pixel_range)
   writer = metrics.MetricWriter(workdir)
-  writer.image(0, "teacher_report", grid(out, int(config.get("grid_examples", 8)),
-                                         source.pixel_range))
+  writer.image(0, "teacher_report", grid(out, grid_examples, source.pixel_range))
   writer.scalars(0, {f"teacher_report/{k}": v for k, v in report.items()
                      if isinstance(v, float)})
   writer.close()

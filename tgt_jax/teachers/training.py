@@ -198,14 +198,9 @@ def evaluate(meta, params, split, mesh, seed=0):
   @jax.jit
   def figures(params, images, rng):
     mean, logvar = generator.apply(params["generator"], images, method=generator.encode)
-    recon = fns.decode(params, mean)
-    out = {"logits": fns.label(params, images), "recon_logits": fns.label(params, recon),
-           "recon_sq_error": jnp.mean(jnp.square(recon - images), axis=(1, 2, 3)),
-           "kl_nats": losses.gaussian_kl(mean, logvar)}
-    for i, sigma in enumerate(evaluation.LABEL_KEPT_SIGMAS):
-      noisy = fns.decode(params, mean + sigma * jax.random.normal(
-          jax.random.fold_in(rng, i), mean.shape))
-      out[f"noisy_logits_{sigma}"] = fns.label(params, noisy)
+    _, out = evaluation.teacher_outputs(fns, params, images, rng)
+    del out["recon"]
+    out["kl_nats"] = losses.gaussian_kl(mean, logvar)
     return out
 
   params = sharding.replicate(mesh, params)
