@@ -73,8 +73,9 @@ def get_config(arg=None):
   ))
   config.student = ml_collections.ConfigDict(dict(model="dual_small"))
   config.retrieval_teacher = ml_collections.ConfigDict(dict(
-      model="dual_large", dir="",   # "" → WORKDIR/retrieval_teacher
+      model="dual_hybrid", dir="",  # "" → WORKDIR/retrieval_teacher
       steps=1000, batch_size=512, learning_rate=1e-3, seed=0, log_every=250,
+      eval_every=250, eval_queries=2048,   # the validation curve: its first 2,048 glosses
       mined_negatives=16,         # hard negatives stored per train query
       train_if_missing=True,
   ))
@@ -105,7 +106,8 @@ def get_config(arg=None):
   if arg.runlocal:
     config.data.update(doc_max_len=8, doc_vocab_size=2000, num_pairs=64)
     config.student.model = "dual_tiny"
-    config.retrieval_teacher.update(model="dual_tiny", steps=20, batch_size=32, log_every=10,
+    config.retrieval_teacher.update(model="dual_tiny_hybrid", steps=20, batch_size=32,
+                                    log_every=10, eval_every=10, eval_queries=16,
                                     mined_negatives=4)
     config.retrieval.hard_negatives = 2
     config.batch_size = 32

@@ -36,7 +36,8 @@ RESUMABLE_KEYS = (
     "num_train_steps", "num_epochs", "log_every", "eval_every", "checkpoint_every",
     "keep_checkpoints", "eval_batch_size", "eval_only", "eval_step", "grid_examples",
     "teacher.train_if_missing", "retrieval_teacher.train_if_missing",
-    "retrieval_teacher.log_every", "data.data_dir", "data.dir",
+    "retrieval_teacher.log_every", "retrieval_teacher.eval_every",
+    "retrieval_teacher.eval_queries", "data.data_dir", "data.dir",
 )
 
 

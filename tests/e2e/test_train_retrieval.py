@@ -64,13 +64,78 @@ def test_retrieval_teacher_reports_and_stores_hard_negatives(teachers):
   assert results["test"]["num_queries"] > 0 and results["num_documents"] == 312
   config = retrieval_config()
   task = reverse_dictionary.load_task(config.data)
-  meta, _, _, doc_emb, negatives = retrieval_teacher.load(teachers["retrieval_teacher.dir"], task,
-                                                          None)
-  assert meta["model"] == "dual_tiny" and doc_emb.shape == (312, 16)
+  meta, _, _, index, negatives = retrieval_teacher.load(teachers["retrieval_teacher.dir"], task,
+                                                        None)
+  assert meta["model"] == "dual_tiny_hybrid" and index["dense"].shape == (312, 16)
+  assert index["tail_ids"].shape == index["tail_weights"].shape == (312, 8)
+  assert meta["subwords"]["buckets"] == 2 ** 12 and 0 < meta["subwords"]["collision_rate"] < 1
   assert negatives.shape == (len(task.doc_ids["train"]), config.retrieval_teacher.mined_negatives)
   keys = task.documents.keys
   # A hard negative is never the positive, nor a document with the same lemma set.
   assert not np.any(keys[negatives] == keys[task.doc_ids["train"]][:, None])
+
+
+def _brute_force_ranks(scores, targets):
+  """1 + #documents scoring strictly above the target (ties count for the target)."""
+  return 1 + np.sum(scores > scores[np.arange(len(targets)), targets][:, None], axis=1)
+
+
+def _report(ranks):
+  return {"recall@1": np.mean(ranks <= 1), "recall@10": np.mean(ranks <= 10),
+          "mrr": np.mean(1.0 / ranks)}
+
+
+def _tfidf_scores(task, queries):
+  """TF-IDF cosine over the query words, in numpy from the token strings (no tgt_jax code)."""
+  vocab, docs = task.query_vocabulary, task.documents
+  words = [w for w in vocab if w not in wordnet.SPECIAL_TOKENS and w != ","]
+  column = {w: i for i, w in enumerate(words)}
+  def bags(rows, strings):
+    m = np.zeros((len(rows), len(words)))
+    for r, row in enumerate(rows):
+      for t in row:
+        if strings[t] in column and t < len(vocab):
+          m[r, column[strings[t]]] = 1.0
+    return m
+  doc_bags = bags(docs.tokens, docs.vocabulary)
+  df = doc_bags.sum(0)
+  idf = np.log((len(doc_bags) + 1) / (df + 1)) * (df > 0)
+  unit = lambda m: m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-6)
+  noise = np.random.default_rng(0).random(docs.keys.max() + 1)[docs.keys]
+  return unit(bags(queries, vocab) * idf) @ unit(doc_bags * idf).T + (
+      retrieval_teacher.TIE_BREAK * noise)[None]
+
+
+def test_teacher_report_splits_match_a_brute_force_ranking(teachers):
+  """Each split figure of the teacher, its dense part and the TF-IDF reference is the report of
+  a numpy ranking of the rows whose target is (not) a train positive / has a query word."""
+  task = reverse_dictionary.load_task(retrieval_config().data)
+  meta, model, params, _, _ = retrieval_teacher.load(teachers["retrieval_teacher.dir"], task, None)
+  keys, docs = task.documents.keys, task.documents
+  doc_emb = np.asarray(model.apply(params, docs.tokens, method="embed_documents"))
+  dense_width = model.embed_dim
+  for split in ("test", "validation"):
+    queries, targets = task.queries[split], task.doc_ids[split]
+    query_emb = np.asarray(model.apply(params, queries, method="embed_queries"))
+    scores = {"teacher": query_emb @ doc_emb.T,
+              "dense_only": query_emb[:, :dense_width] @ doc_emb[:, :dense_width].T,
+              "lexical_only": _tfidf_scores(task, queries)}
+    seen = np.array([keys[t] in set(keys[task.doc_ids["train"]]) for t in targets])
+    has_word = np.array([any(docs.vocabulary[w] in task.query_vocabulary and
+                             docs.vocabulary[w] not in (",",) + wordnet.SPECIAL_TOKENS
+                             for w in docs.tokens[t]) for t in targets])
+    groups = {"all": np.ones(len(targets), bool), "seen_positive": seen,
+              "unseen_positive": ~seen, "has_query_word": has_word, "no_query_word": ~has_word}
+    reported = meta["diagnostics"][split]
+    assert reported["group_sizes"] == {k: int(v.sum()) for k, v in groups.items() if k != "all"}
+    for scorer, matrix in scores.items():
+      ranks = _brute_force_ranks(matrix, targets)
+      for group, mask in groups.items():
+        if mask.any():
+          for key, value in _report(ranks[mask]).items():
+            assert reported[scorer][group][key] == pytest.approx(value), (split, scorer, group)
+    assert meta["report"][split] == reported["teacher"]["all"]
+  assert 0 < meta["diagnostics"]["test"]["group_sizes"]["unseen_positive"] < len(task.doc_ids["test"])
 
 
 def test_tgt_gradient_student_end_to_end(teachers, tmp_path):
@@ -192,7 +257,7 @@ def test_benchmark_smoke_writes_table_and_json(teachers, tmp_path, capsys):
                                    f"--retrieval_teacher_dir={teachers['retrieval_teacher.dir']}"])
   assert [(r["method"], r["num_pairs"], r["seed"]) for r in rows] == [("ce", 64, 0)]
   table = (out / "table.md").read_text()
-  assert "| `ce` | 64 |" in table and "retrieval teacher `dual_tiny`" in table
+  assert "| `ce` | 64 |" in table and "retrieval teacher `dual_tiny_hybrid`" in table
   assert "| TF-IDF gloss–lemma overlap (no training) |" in table
   assert table.strip() in capsys.readouterr().out
   summary = _json(out / "results.json")

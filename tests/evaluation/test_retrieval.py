@@ -41,7 +41,8 @@ def test_ranks_and_report_match_brute_force(mesh):
   queries = _normalise(rng.normal(size=(37, 8))).astype(np.float32)
   docs = _normalise(rng.normal(size=(101, 8))).astype(np.float32)
   targets = rng.integers(0, 101, size=37)
-  ranks = retrieval.evaluate_ranks(retrieval.make_ranker(mesh), queries, docs, targets, 16, mesh)
+  ranks = retrieval.evaluate_ranks(retrieval.make_ranker(mesh), queries, retrieval.index_of(docs),
+                                   targets, 16, mesh)
   expected = _brute_force_ranks(queries, docs, targets)
   np.testing.assert_array_equal(ranks, expected)
   assert ranks.shape == (37,) and ranks.min() >= 1 and ranks.max() > 10
@@ -64,7 +65,8 @@ def test_exact_ties_resolve_in_the_targets_favour(mesh):
   targets[:6] = [7, 55, 59, 3, 90, 50]
   queries[1:3] = queries[5] = queries[0]
   queries[4] = queries[3]
-  ranks = retrieval.evaluate_ranks(retrieval.make_ranker(mesh), queries, docs, targets, 16, mesh)
+  ranks = retrieval.evaluate_ranks(retrieval.make_ranker(mesh), queries, retrieval.index_of(docs),
+                                   targets, 16, mesh)
   np.testing.assert_array_equal(ranks, _brute_force_ranks(queries, docs, targets))
   # Copies of a document share its rank: 1 + #strictly better, whichever copy is the target.
   assert ranks[0] == ranks[1] == ranks[2] == ranks[5]
@@ -143,3 +145,52 @@ def test_embed_all_keeps_row_order(mesh):
   tree = retrieval.embed_all(lambda p, b: b["x"] @ p["w"] + b["bias"][:, None], params,
                              {"x": inputs, "bias": np.arange(45, dtype=np.float32)}, 8, mesh)
   np.testing.assert_allclose(tree, inputs @ params["w"] + np.arange(45)[:, None], rtol=1e-5)
+
+
+def _sparse_index(rng, num_docs, dense_dim, tail_dim, words=5):
+  """A document index with a sparse tail, and the same documents as dense rows [N, D + T]."""
+  dense = _normalise(rng.normal(size=(num_docs, dense_dim))).astype(np.float32)
+  ids = rng.integers(0, tail_dim, size=(num_docs, words)).astype(np.int32)
+  weights = rng.uniform(0, 1, size=(num_docs, words)).astype(np.float32)
+  weights[:, -1] = 0.0                                   # padding words weigh nothing
+  rows = np.zeros((num_docs, tail_dim), np.float32)
+  np.add.at(rows, (np.arange(num_docs)[:, None], ids), weights)
+  index = {"dense": dense, "tail_ids": ids, "tail_weights": weights}
+  return index, np.concatenate([dense, rows], axis=1)
+
+
+@pytest.mark.parametrize("chunk", [7, 2048])
+def test_sparse_tail_scores_and_ranks_equal_the_dense_rows(mesh, chunk):
+  """A tail scored chunk by chunk (7 does not divide 101) is the product with dense rows."""
+  rng = np.random.default_rng(3)
+  index, rows = _sparse_index(rng, 101, 8, 30)
+  queries = rng.normal(size=(37, 38)).astype(np.float32)
+  np.testing.assert_allclose(retrieval.index_scores(queries, index, chunk=chunk),
+                             queries @ rows.T, rtol=1e-5, atol=1e-5)
+  targets = rng.integers(0, 101, size=37)
+  ranks = retrieval.evaluate_ranks(retrieval.make_ranker(mesh), queries, index, targets, 16, mesh)
+  np.testing.assert_array_equal(ranks, _brute_force_ranks(queries, rows, targets))
+
+
+def test_group_report_is_the_report_of_each_groups_rows():
+  ranks = np.array([1, 3, 12, 2, 40, 1])
+  groups = {"seen": np.array([1, 1, 0, 0, 0, 1], bool), "nobody": np.zeros(6, bool)}
+  out = retrieval.group_report(ranks, groups)
+  assert out["all"] == retrieval.retrieval_report(ranks)
+  assert out["seen"] == retrieval.retrieval_report([1, 3, 1])
+  assert out["seen"]["recall@1"] == pytest.approx(2 / 3) and "nobody" not in out
+
+
+def test_hard_negatives_and_best_documents_use_the_sparse_tail():
+  rng = np.random.default_rng(4)
+  index, rows = _sparse_index(rng, 60, 4, 12)
+  queries = rng.normal(size=(9, 16)).astype(np.float32)
+  keys = np.arange(60) % 50                              # documents 50.. repeat 0..9
+  positives = rng.integers(0, 50, size=9)
+  negatives = retrieval.mine_hard_negatives(queries, index, keys[positives], keys, 3, chunk=4)
+  scores = queries @ rows.T
+  for q in range(9):
+    allowed = np.flatnonzero(keys != keys[positives[q]])
+    expected = allowed[np.argsort(-scores[q, allowed], kind="stable")[:3]]
+    np.testing.assert_array_equal(np.sort(negatives[q]), np.sort(expected))
+  np.testing.assert_array_equal(retrieval.best_documents(queries, index), scores.argmax(1))

@@ -128,6 +128,23 @@ def load_task(data_config):
   return Task(dataset, documents)
 
 
+def query_word_idf(documents, query_vocab_size):
+  """float32 [query_vocab_size]: log((N + 1) / (df + 1)) of each query word over the documents.
+
+  df counts the documents whose lemma set holds the word. Specials, "," and
+  words in no document get 0: they can never match, so they stay out of a
+  TF-IDF vector's norm.
+  """
+  tokens = documents.tokens
+  rows, cols = np.nonzero((tokens >= len(wordnet.SPECIAL_TOKENS)) & (tokens < query_vocab_size))
+  pairs = np.unique(np.stack([rows, tokens[rows, cols]], axis=1), axis=0)
+  df = np.bincount(pairs[:, 1], minlength=query_vocab_size)
+  idf = np.log((len(tokens) + 1) / (df + 1)) * (df > 0)
+  comma = [i for i, t in enumerate(documents.vocabulary[:query_vocab_size]) if t == ","]
+  idf[comma] = 0.0
+  return idf.astype(np.float32)
+
+
 def labelled_rows(num_train, num_pairs, seed):
   """Rows of the train split whose pairs are labelled: a random `num_pairs` of them.
 

@@ -95,7 +95,10 @@ def train(state, step_fn, batches, ckpt, writer, schedule, mesh, *, name="",
         logging.info("%s%s", label, metrics.format_progress(done, total, timing, scalars))
       if (evaluate is not None and schedule.eval_every and done % schedule.eval_every == 0
           and done < total):
-        writer.scalars(done, evaluate(state.params))
+        evaluated = evaluate(state.params)
+        writer.scalars(done, evaluated)
+        logging.info("%sstep %d/%d | %s", label, done, total,
+                     " ".join(f"{k}={v:.4g}" for k, v in evaluated.items()))
       if is_save_step or preempted:
         ckpt.save(done, state, {"step": done, **(meta or {})})
       if preempted:

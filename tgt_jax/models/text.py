@@ -36,8 +36,8 @@ def embedding_lookup(table, ids):
   layout = jax.typeof(ids).sharding
   if layout.mesh.empty:                    # no mesh (plain init, single-device helpers)
     return jnp.take(table, ids, axis=0)
-  out = jax.sharding.NamedSharding(layout.mesh, jax.sharding.PartitionSpec(*layout.spec, None))
-  return table.at[ids].get(out_sharding=out)
+  spec = jax.sharding.PartitionSpec(*layout.spec, *[None] * (table.ndim - 1))
+  return table.at[ids].get(out_sharding=jax.sharding.NamedSharding(layout.mesh, spec))
 
 
 def masked_mean(h, mask):

@@ -97,11 +97,11 @@ def run_student(config, workdir):
                                           config.seed)
   k = config.retrieval.hard_negatives
   needs_scores = cfg.alpha_eff > 0 or cfg.lam_eff > 0
-  scorer = teacher_params = teacher_doc_emb = teacher_meta = None
+  scorer = teacher_params = teacher_index = teacher_meta = None
   negatives = np.zeros((len(rows), 0), np.int64)
   generator_fns = retrieval_step.no_generator()
   if (needs_scores or k > 0) and not config.eval_only:
-    teacher_meta, scorer, scorer_params, teacher_doc_emb, mined = retrieval_teacher.load_or_train(
+    teacher_meta, scorer, scorer_params, teacher_index, mined = retrieval_teacher.load_or_train(
         config, workdir, task, mesh, min_negatives=k)
     negatives = mined[rows, :k]
     if needs_scores:
@@ -121,10 +121,10 @@ def run_student(config, workdir):
                                                         tx.init(params)))
 
   def evaluate(params, split_names):
-    doc_emb = retrieval.embed(model, params, task.documents.tokens, "documents",
-                              config.eval_batch_size, mesh)
+    index = retrieval.index_documents(model, params, task.documents.tokens,
+                                      config.eval_batch_size, mesh)
     return {name: retrieval.rank_report(model, params, task.queries[name], task.doc_ids[name],
-                                        doc_emb, config.eval_batch_size, mesh)
+                                        index, config.eval_batch_size, mesh)
             for name in split_names}
 
   writer = metrics.MetricWriter(workdir)
@@ -133,7 +133,7 @@ def run_student(config, workdir):
     state = loop.restore_or_start(ckpt, state, config.eval_only, config.eval_step)
     if not config.eval_only:
       student = _Student(config, cfg, mesh, model, tx, task, scorer if needs_scores else None,
-                         generator_fns, teacher_params, teacher_doc_emb, writer, step_key)
+                         generator_fns, teacher_params, teacher_index, writer, step_key)
       state = loop.train(
           state, student.step, lambda start: student.batches(pairs, start), ckpt, writer,
           loop.Schedule.of(config), mesh, probe=student.probe if cfg.uses_synthetic else None,
@@ -170,9 +170,9 @@ class _Student:
   """The retrieval task's step, batches and probe, for the engine's loop."""
 
   def __init__(self, config, cfg, mesh, model, tx, task, scorer, generator_fns,
-               teacher_params, teacher_doc_emb, writer, step_key):
+               teacher_params, teacher_index, writer, step_key):
     self.config, self.cfg, self.mesh, self.task, self.step_key = config, cfg, mesh, task, step_key
-    self.teacher_params, self.teacher_doc_emb, self.writer = teacher_params, teacher_doc_emb, writer
+    self.teacher_params, self.teacher_index, self.writer = teacher_params, teacher_index, writer
     self.query_vocabulary = wordnet.Vocabulary(task.query_vocabulary)
     temperature = config.retrieval.score_temperature
     self._step = retrieval_step.make_train_step(model, tx, cfg, scorer, generator_fns,
@@ -199,17 +199,20 @@ class _Student:
   def samples_text(self, samples):
     """Real and explored queries, each with the teacher's best document among all of them."""
     words, docs = self.query_vocabulary.decode, self.task.documents.texts
-    top = lambda emb: docs[int(np.argmax(self.teacher_doc_emb @ np.asarray(emb)))]
+    num_real = len(samples["real"])
+    best = retrieval.best_documents(
+        np.concatenate([samples["real_embedding"], samples["explored_embedding"]]),
+        self.teacher_index)
     m = self.cfg.num_samples
     blocks = []
-    for i in range(len(samples["real"])):
+    for i in range(num_real):
       lines = [f"#{i}  [true: {docs[int(samples['positive_id'][i])]}]",
-               f"  real     | {words(samples['real'][i])}  → {top(samples['real_embedding'][i])}"]
+               f"  real     | {words(samples['real'][i])}  → {docs[int(best[i])]}"]
       if "decoded" in samples:
         lines.append(f"  decoded  | {words(samples['decoded'][i])}")
       for j in range(i * m, (i + 1) * m):
         lines.append(f"  explored | {words(samples['explored'][j])}  → "
-                     f"{top(samples['explored_embedding'][j])}")
+                     f"{docs[int(best[num_real + j])]}")
       blocks.append("\n".join(lines))
     header = ("# real | decoded = G(E(x)) | explored queries, each → the teacher's best document "
               "among all documents\n\n")

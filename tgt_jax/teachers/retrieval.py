@@ -6,7 +6,16 @@ also mines each train query's hard negatives (its best-scoring wrong documents)
 and embeds every document, and stores both next to its parameters, so the
 student runs (methods × seeds × label budgets) never repeat that work.
 
-On disk: params/ (orbax), doc_embeddings.npy, train_hard_negatives.npy and,
+A hybrid scorer (`dual_hybrid`: sub-word features and a learned TF-IDF term,
+models/dual_encoder.py) is built from tables that are functions of the data:
+the documents' hashed character n-grams and the query words' idf.
+
+Its report ranks validation and test queries against every document and splits
+the figures by the target document: was it ever a train positive, does it hold
+a query-vocabulary word. Beside the teacher stand its dense part alone and the
+TF-IDF term alone (the lexical reference: no training), on the same splits.
+
+On disk: params/ (orbax), document_index.npz, train_hard_negatives.npy and,
 written last so that it marks the directory complete, retrieval_teacher.json
 (model, vocabulary fingerprints, report).
 """
@@ -16,19 +25,21 @@ import logging
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
 from tgt_jax import checkpointing, sharding
 from tgt_jax.engine import artifacts
 from tgt_jax.teachers import generative
-from tgt_jax.data import reverse_dictionary
+from tgt_jax.data import reverse_dictionary, subwords
 from tgt_jax.evaluation import retrieval
 from tgt_jax.models import dual_encoder
 from tgt_jax.teachers import training
 
 META_FILE = "retrieval_teacher.json"
-DOC_EMBEDDINGS = "doc_embeddings.npy"
+DOCUMENT_INDEX = "document_index.npz"
+SCORERS = ("teacher", "dense_only", "lexical_only")   # the report's rows
 HARD_NEGATIVES = "train_hard_negatives.npy"
 
 
@@ -48,8 +59,27 @@ def fingerprints(task):
           "num_documents": len(task.documents)}
 
 
-def build(meta):
-  return dual_encoder.dual_encoder(meta["model"], meta["query_vocab_size"], meta["doc_vocab_size"])
+def build(meta, task):
+  """The teacher's model; a hybrid one gets its n-gram table and idf from the data."""
+  tables = {}
+  if meta["model"] in dual_encoder.HYBRID:
+    buckets = dual_encoder.subword_buckets(meta["model"])
+    tables = {"subwords": subwords.ngram_ids(task.documents.vocabulary, buckets),
+              "lexical_idf": reverse_dictionary.query_word_idf(task.documents,
+                                                               len(task.query_vocabulary))}
+  return dual_encoder.dual_encoder(meta["model"], meta["query_vocab_size"],
+                                   meta["doc_vocab_size"], **tables)
+
+
+def subword_stats(task, model_name):
+  """What the n-gram hashing of the document vocabulary costs: collisions and truncation."""
+  if model_name not in dual_encoder.HYBRID:
+    return None
+  buckets, vocabulary = dual_encoder.subword_buckets(model_name), task.documents.vocabulary
+  distinct, rate = subwords.collision_rate(vocabulary, buckets)
+  return {"buckets": buckets, "distinct_ngrams": distinct, "collision_rate": rate,
+          "expected_collision_rate": subwords.expected_collision_rate(distinct, buckets),
+          "truncated_words": subwords.truncated_fraction(vocabulary)}
 
 
 def init_params(model, task, rng):
@@ -73,7 +103,7 @@ def in_batch_loss(model, temperature):
 
 
 def train(config, task, mesh, run_dir=None):
-  """(meta, params, doc_embeddings, hard_negatives): fit on all train pairs, mine, report.
+  """(meta, params, document index, hard_negatives): fit on all train pairs, mine, report.
 
   With `run_dir`, the fit checkpoints there and a restarted job resumes from it.
   """
@@ -81,7 +111,7 @@ def train(config, task, mesh, run_dir=None):
   meta = {"model": rcfg.model, **fingerprints(task),
           "score_temperature": float(config.retrieval.score_temperature),
           "steps": int(rcfg.steps), "batch_size": int(rcfg.batch_size), "seed": int(rcfg.seed)}
-  model = build(meta)
+  model = build(meta, task)
   stream = lambda start: reverse_dictionary.pair_stream(
       task.queries["train"], task.doc_ids["train"], task.documents, rcfg.batch_size, rcfg.seed,
       start)
@@ -89,30 +119,104 @@ def train(config, task, mesh, run_dir=None):
       in_batch_loss(model, config.retrieval.score_temperature),
       init_params(model, task, jax.random.key(rcfg.seed)), stream, steps=rcfg.steps,
       batch_size=rcfg.batch_size, learning_rate=rcfg.learning_rate, seed=rcfg.seed, mesh=mesh,
-      name="retrieval teacher", log_every=rcfg.log_every, run_dir=run_dir)
-  doc_emb = retrieval.embed(model, params, task.documents.tokens, "documents",
-                                config.eval_batch_size, mesh)
-  meta["report"] = {name: retrieval.rank_report(model, params, task.queries[name],
-                                                    task.doc_ids[name], doc_emb,
-                                                    config.eval_batch_size, mesh)
+      name="retrieval teacher", log_every=rcfg.log_every, run_dir=run_dir,
+      evaluate=validation_curve(model, task, rcfg.eval_queries, config.eval_batch_size, mesh),
+      eval_every=rcfg.eval_every)
+  index = retrieval.index_documents(model, params, task.documents.tokens,
+                                    config.eval_batch_size, mesh)
+  meta["subwords"] = subword_stats(task, rcfg.model)
+  meta["diagnostics"] = diagnostics(model, params, task, index, config.eval_batch_size, mesh)
+  meta["report"] = {name: meta["diagnostics"][name]["teacher"]["all"]
                     for name in ("test", "validation")}
   train_emb = retrieval.embed(model, params, task.queries["train"], "queries",
-                                  config.eval_batch_size, mesh)
+                              config.eval_batch_size, mesh)
   keys = task.documents.keys
-  negatives = retrieval.mine_hard_negatives(train_emb, doc_emb, keys[task.doc_ids["train"]],
-                                                keys, rcfg.mined_negatives)
+  negatives = retrieval.mine_hard_negatives(train_emb, index, keys[task.doc_ids["train"]],
+                                            keys, rcfg.mined_negatives)
   meta["mined_negatives"] = int(rcfg.mined_negatives)
-  return meta, params, doc_emb, negatives
+  return meta, params, index, negatives
 
 
-def save(directory, meta, params, doc_emb, negatives):
+def validation_curve(model, task, num_queries, batch_size, mesh):
+  """params → validation recall@1/10 and MRR of the first `num_queries` against every document."""
+  queries = task.queries["validation"][:num_queries]
+  targets = task.doc_ids["validation"][:num_queries]
+
+  def evaluate(params):
+    index = retrieval.index_documents(model, params, task.documents.tokens, batch_size, mesh)
+    report = retrieval.rank_report(model, params, queries, targets, index, batch_size, mesh)
+    out = {f"validation/{k}": report[k] for k in ("recall@1", "recall@10", "mrr")}
+    if "lexical_weight" in params["params"]:
+      out["lexical_weight"] = float(params["params"]["lexical_weight"])
+    return out
+
+  return evaluate
+
+
+def target_groups(task, split):
+  """[Q] masks of a split's queries by their target document (the report's columns)."""
+  keys, tokens = task.documents.keys, task.documents.tokens
+  targets = task.doc_ids[split]
+  seen = np.isin(keys[targets], keys[task.doc_ids["train"]])
+  query_vocab = len(task.query_vocabulary)
+  matchable = reverse_dictionary.query_word_idf(task.documents, query_vocab) > 0
+  has_word = np.any(matchable[np.minimum(tokens[targets], query_vocab - 1)]
+                    & (tokens[targets] < query_vocab), axis=1)
+  return {"seen_positive": seen, "unseen_positive": ~seen,
+          "has_query_word": has_word, "no_query_word": ~has_word}
+
+
+TIE_BREAK = 1e-6                   # ≪ the smallest gap between two distinct TF-IDF cosines
+
+
+def lexical_reference(task, batch_size, mesh, seed=0):
+  """(query embedding fn, index): TF-IDF over query words alone, as the hybrid's term.
+
+  Most documents share no word with a query and score 0. Ranks count ties in
+  the target's favour, which would flatter a lexical score, so each lemma set
+  adds a fixed random TIE_BREAK·u (equal for identical sets, which stay tied).
+  """
+  query_vocab = len(task.query_vocabulary)
+  idf = jnp.asarray(reverse_dictionary.query_word_idf(task.documents, query_vocab))
+  fn = lambda _, q: jnp.concatenate(
+      [jnp.ones((q.shape[0], 1)), dual_encoder.lexical_queries(q, idf, query_vocab)], -1)
+  docs = lambda _, d: dict(zip(("tail_ids", "tail_weights"),
+                               dual_encoder.lexical_documents(d, idf, query_vocab)))
+  index = retrieval.embed_all(docs, {}, task.documents.tokens, batch_size, mesh)
+  keys = task.documents.keys
+  noise = np.random.default_rng(seed).random(int(keys.max()) + 1)[keys]
+  index["dense"] = (TIE_BREAK * noise)[:, None].astype(np.float32)
+  return fn, index
+
+
+def diagnostics(model, params, task, index, batch_size, mesh):
+  """{split: {scorer: {group: recall@1/10, MRR}}} on validation and test (see the docstring)."""
+  dense_width = index["dense"].shape[1]
+  lexical_fn, lexical_index = lexical_reference(task, batch_size, mesh)
+  out = {}
+  for split in ("test", "validation"):
+    queries, targets, groups = task.queries[split], task.doc_ids[split], target_groups(task, split)
+    query_emb = retrieval.embed(model, params, queries, "queries", batch_size, mesh)
+    ranks = {"teacher": retrieval.ranks_of(query_emb, targets, index, batch_size, mesh),
+             "dense_only": retrieval.ranks_of(query_emb[:, :dense_width], targets,
+                                              {"dense": index["dense"]}, batch_size, mesh),
+             "lexical_only": retrieval.ranks_of(
+                 retrieval.embed_all(lexical_fn, {}, queries, batch_size, mesh), targets,
+                 lexical_index, batch_size, mesh)}
+    out[split] = {name: retrieval.group_report(r, groups) for name, r in ranks.items()}
+    out[split]["group_sizes"] = {name: int(np.sum(mask)) for name, mask in groups.items()}
+  return out
+
+
+def save(directory, meta, params, index, negatives):
   """Arrays first, then params and the JSON (complete once the JSON exists)."""
   path = checkpointing.absolute(directory)
   if jax.process_index() == 0:
     path.mkdir(parents=True, exist_ok=True)
-    for name, array in ((DOC_EMBEDDINGS, doc_emb), (HARD_NEGATIVES, negatives)):
-      with (path / name).open("wb") as f:
-        np.save(f, array)
+    with (path / DOCUMENT_INDEX).open("wb") as f:
+      np.savez(f, **index)
+    with (path / HARD_NEGATIVES).open("wb") as f:
+      np.save(f, negatives)
   artifacts.save_params_then_json(path, params, META_FILE, meta)
 
 
@@ -132,7 +236,7 @@ def read_meta(directory):
 
 
 def load(directory, task, mesh, min_negatives=0):
-  """(meta, model, params, doc_embeddings, train hard negatives), checked against the data."""
+  """(meta, model, params, document index, train hard negatives), checked against the data."""
   meta = read_meta(directory)
   for key, expected in fingerprints(task).items():
     if meta.get(key) != expected:
@@ -142,7 +246,7 @@ def load(directory, task, mesh, min_negatives=0):
     raise ValueError(f"retrieval.hard_negatives={min_negatives} exceeds the "
                      f"{meta['mined_negatives']} hard negatives mined by the teacher at "
                      f"{os.fspath(directory)!r} (its retrieval_teacher.mined_negatives).")
-  model = build(meta)
+  model = build(meta, task)
   path = checkpointing.absolute(directory)
 
   def on_mismatch(name, expected, found):
@@ -153,11 +257,11 @@ def load(directory, task, mesh, min_negatives=0):
   params = artifacts.restore_replicated(
       path / generative.PARAMS_DIR, lambda: init_params(model, task, jax.random.key(0)), mesh,
       on_mismatch)
-  with (path / DOC_EMBEDDINGS).open("rb") as f:
-    doc_emb = np.load(f)
+  with (path / DOCUMENT_INDEX).open("rb") as f:
+    index = dict(np.load(f))
   with (path / HARD_NEGATIVES).open("rb") as f:
     negatives = np.load(f)
-  return meta, model, params, doc_emb, negatives
+  return meta, model, params, index, negatives
 
 
 def load_or_train(config, workdir, task, mesh, min_negatives=0):

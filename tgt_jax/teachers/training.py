@@ -64,13 +64,15 @@ def _batches(data, batch_size, seed):
 
 
 def fit(loss_fn, params, data, *, steps, batch_size, learning_rate, seed, mesh, name,
-        log_every=500, run_dir=None, checkpoint_every=CHECKPOINT_EVERY):
+        log_every=500, run_dir=None, checkpoint_every=CHECKPOINT_EVERY, evaluate=None,
+        eval_every=0):
   """Adam with cosine decay on `loss_fn(params, batch, rng, step) -> (loss, aux)`.
 
   `data` is an in-memory split (batches drawn by (seed, step)) or a function
   start_step → iterator of this process's rows of each global batch. With
   `run_dir`, the fit checkpoints there and resumes from it; without, it is a
-  throwaway fit (nothing written).
+  throwaway fit (nothing written). `evaluate(params) → scalars` every
+  `eval_every` steps logs a validation curve.
   """
   sharding.check_batch_size(batch_size, mesh, f"{name} batch size")
   tx = optax.adam(optax.cosine_decay_schedule(learning_rate, max(steps, 1)))
@@ -89,7 +91,7 @@ def fit(loss_fn, params, data, *, steps, batch_size, learning_rate, seed, mesh, 
                     donate_argnums=(0,))
   state = sharding.replicate(mesh, state_lib.TrainState(jnp.asarray(0, jnp.int32), params,
                                                         tx.init(params)))
-  schedule = loop.Schedule(steps, log_every, checkpoint_every)
+  schedule = loop.Schedule(steps, log_every, checkpoint_every, eval_every)
   if run_dir is None:
     ckpt, writer = NoCheckpoints(), metrics.MetricWriter(".", enabled=False)
   else:
@@ -98,7 +100,8 @@ def fit(loss_fn, params, data, *, steps, batch_size, learning_rate, seed, mesh, 
   try:
     state = loop.restore_or_start(ckpt, state)
     state = loop.train(state, lambda s, b: step_fn(s, b, rng), _batches(data, batch_size, seed),
-                       ckpt, writer, schedule, mesh, name=name, meta={"part": name})
+                       ckpt, writer, schedule, mesh, name=name, evaluate=evaluate,
+                       meta={"part": name})
   finally:
     ckpt.close()
     writer.close()
