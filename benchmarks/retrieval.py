@@ -45,7 +45,11 @@ from tgt_jax.data import reverse_dictionary
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURE = os.path.join(REPO, "tests", "fixtures", "wordnet")
 METRICS = ("recall@1", "recall@10", "mrr")
-DEFAULT_METHODS = "ce,kd,tgt_random,tgt_gradient"
+DEFAULT_METHODS = "ce,kd,tgt_random,tgt_prior,kd_transfer,tgt_gradient"
+TGT_METHODS = ("tgt_random", "tgt_prior", "tgt_gradient", "tgt_gradient_input")
+TEACHER_TARGET = 12.0             # % test recall@10: twice the TF-IDF overlap's 6.0
+TGT_MARGIN = 3.0                  # points of recall@10 over kd at the smallest label budget
+GROUPS = ("all", "seen_positive", "unseen_positive", "has_query_word", "no_query_word")
 
 
 def parse_args(argv=None):
@@ -197,10 +201,49 @@ def markdown(header, summary, teacher_meta, args, lexical=None):
   test = teacher_meta["report"]["test"]
   lines.append(f"| retrieval teacher `{teacher_meta['model']}` (all train pairs) | all | " +
                " | ".join(f"{100 * test[m]:.2f}" for m in METRICS) + " | — |")
+  diagnostics = teacher_meta.get("diagnostics", {}).get("test")
+  if diagnostics:
+    for scorer, label in (("dense_only", "its dense score alone"),
+                          ("lexical_only", "its TF-IDF term alone (query words, no training)")):
+      lines.append(f"| teacher: {label} | — | " + " | ".join(
+          f"{100 * diagnostics[scorer]['all'][m]:.2f}" for m in METRICS) + " | — |")
   if lexical:
-    lines.append("| TF-IDF gloss–lemma overlap (no training) | — | " +
+    lines.append("| TF-IDF gloss–lemma overlap, all lemma words (no training) | — | " +
                  " | ".join(f"{100 * lexical[m]:.2f}" for m in METRICS) + " | — |")
+  if diagnostics:
+    sizes = {"all": diagnostics["teacher"]["all"]["num_queries"], **diagnostics["group_sizes"]}
+    lines += ["", "Test recall@10 (%) by the target document: ever a train positive or not, "
+              "holds a query word or not.", "",
+              "| scorer | " + " | ".join(GROUPS) + " |", "|---|" + "---|" * len(GROUPS),
+              "| queries | " + " | ".join(str(sizes[g]) for g in GROUPS) + " |"]
+    for scorer in ("teacher", "dense_only", "lexical_only"):
+      lines.append(f"| {scorer} | " + " | ".join(
+          f"{100 * diagnostics[scorer][g]['recall@10']:.2f}" if g in diagnostics[scorer]
+          else "—" for g in GROUPS) + " |")
+  lines += [""] + targets(summary, teacher_meta, args)
   return "\n".join(lines) + "\n"
+
+
+def targets(summary, teacher_meta, args):
+  """The issue's targets, each with its measured value and met / missed."""
+  verdict = lambda ok: "met" if ok else "missed"
+  teacher = 100 * teacher_meta["report"]["test"]["recall@10"]
+  out = [f"- Teacher test recall@10 ≥ {TEACHER_TARGET:.0f}%: {teacher:.2f}% — "
+         f"{verdict(teacher >= TEACHER_TARGET)}."]
+  budget = min(args.num_pairs_list) if args.num_pairs_list else None
+  at = lambda method: summary.get((method, budget), {}).get("recall@10", (None,))[0]
+  tgt = {m: at(m) for m in TGT_METHODS if at(m) is not None}
+  if tgt and at("kd") is not None:
+    best = max(tgt, key=tgt.get)
+    gain = tgt[best] - at("kd")
+    out.append(f"- Best TGT (`{best}`, {tgt[best]:.2f}) ≥ `kd` ({at('kd'):.2f}) + "
+               f"{TGT_MARGIN:.0f} points at {budget} pairs: {gain:+.2f} points — "
+               f"{verdict(gain >= TGT_MARGIN)}.")
+    if at("kd_transfer") is not None:
+      out.append(f"- Best TGT ≥ `kd_transfer` ({at('kd_transfer'):.2f}) at {budget} pairs: "
+                 f"{tgt[best] - at('kd_transfer'):+.2f} points — "
+                 f"{verdict(tgt[best] >= at('kd_transfer'))}.")
+  return out
 
 
 def main(argv=None):

@@ -74,8 +74,8 @@ def get_config(arg=None):
   config.student = ml_collections.ConfigDict(dict(model="dual_small"))
   config.retrieval_teacher = ml_collections.ConfigDict(dict(
       model="dual_hybrid", dir="",  # "" → WORKDIR/retrieval_teacher
-      steps=1000, batch_size=512, learning_rate=1e-3, seed=0, log_every=250,
-      eval_every=250, eval_queries=2048,   # the validation curve: its first 2,048 glosses
+      steps=300, batch_size=512, learning_rate=1e-3, seed=0, log_every=100,
+      eval_every=100, eval_queries=2048,   # the validation curve: its first 2,048 glosses
       mined_negatives=16,         # hard negatives stored per train query
       train_if_missing=True,
   ))

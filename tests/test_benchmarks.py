@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from benchmarks import sample_efficiency, se_report, seeds, step_cost, text_classification
+from benchmarks import retrieval, sample_efficiency, se_report, seeds, step_cost, text_classification
 
 
 def test_step_cost_smallest_setting(tmp_path, capsys):
@@ -155,3 +155,20 @@ def test_synthesis_cache_smoke(tmp_path, tiny_teacher_dir):
                                 f"--teacher_dir={tiny_teacher_dir}"])     # resumes: no reruns
   accuracies = lambda rows: [s["test_accuracy_mean"] for s in rows if s["arm"] != "synthesize"]
   assert accuracies(again) == accuracies(summary)
+
+
+def test_retrieval_targets_name_the_value_and_the_verdict():
+  """The retrieval targets are computed from the summary, met or missed, never asserted."""
+  args = retrieval.parse_args(["--num_pairs=2500,10000"])
+  summary = {("kd", 2500): {"recall@10": (1.0, 0.1)}, ("kd_transfer", 2500): {"recall@10": (4.5, 0)},
+             ("tgt_random", 2500): {"recall@10": (4.2, 0.2)},
+             ("tgt_prior", 2500): {"recall@10": (3.0, 0.1)},
+             ("tgt_random", 10000): {"recall@10": (9.0, 0.1)}}
+  teacher = {"report": {"test": {"recall@10": 0.125}}}
+  lines = retrieval.targets(summary, teacher, args)
+  assert lines[0] == "- Teacher test recall@10 ≥ 12%: 12.50% — met."
+  assert lines[1] == ("- Best TGT (`tgt_random`, 4.20) ≥ `kd` (1.00) + 3 points at 2500 pairs: "
+                      "+3.20 points — met.")
+  assert lines[2] == "- Best TGT ≥ `kd_transfer` (4.50) at 2500 pairs: -0.30 points — missed."
+  assert retrieval.targets({}, {"report": {"test": {"recall@10": 0.05}}}, args) == [
+      "- Teacher test recall@10 ≥ 12%: 5.00% — missed."]

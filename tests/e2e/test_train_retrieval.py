@@ -69,6 +69,13 @@ def test_retrieval_teacher_reports_and_stores_hard_negatives(teachers):
   assert meta["model"] == "dual_tiny_hybrid" and index["dense"].shape == (312, 16)
   assert index["tail_ids"].shape == index["tail_weights"].shape == (312, 8)
   assert meta["subwords"]["buckets"] == 2 ** 12 and 0 < meta["subwords"]["collision_rate"] < 1
+  # β was chosen again on validation: the stored one is the learned one times the best scale.
+  beta, params = meta["lexical_weight"], retrieval_teacher.load(
+      teachers["retrieval_teacher.dir"], task, None)[2]
+  mrr = {float(k): v for k, v in beta["validation_mrr_by_scale"].items()}
+  assert mrr[beta["scale"]] == max(mrr.values())
+  assert beta["chosen"] == pytest.approx(beta["learned"] * beta["scale"])
+  assert float(params["params"]["lexical_weight"]) == pytest.approx(beta["chosen"])
   assert negatives.shape == (len(task.doc_ids["train"]), config.retrieval_teacher.mined_negatives)
   keys = task.documents.keys
   # A hard negative is never the positive, nor a document with the same lemma set.
@@ -258,7 +265,9 @@ def test_benchmark_smoke_writes_table_and_json(teachers, tmp_path, capsys):
   assert [(r["method"], r["num_pairs"], r["seed"]) for r in rows] == [("ce", 64, 0)]
   table = (out / "table.md").read_text()
   assert "| `ce` | 64 |" in table and "retrieval teacher `dual_tiny_hybrid`" in table
-  assert "| TF-IDF gloss–lemma overlap (no training) |" in table
+  assert "| TF-IDF gloss–lemma overlap, all lemma words (no training) |" in table
+  assert "| teacher: its TF-IDF term alone (query words, no training) |" in table
+  assert "| queries | 26 |" in table and "- Teacher test recall@10 ≥ 12%:" in table
   assert table.strip() in capsys.readouterr().out
   summary = _json(out / "results.json")
   assert [s["method"] for s in summary["summary"]] == ["ce"]

@@ -218,7 +218,7 @@ DUAL_ENCODERS = {
     # The teacher scorer: wider, one more query layer, a transformer over the lemma list.
     "dual_large": functools.partial(DualEncoder, size=text.TransformerSize(128, 3, 4, 256),
                                     embed_dim=128, doc_depth=1),
-    # The teacher scorer of issue 18: dual_large's towers with sub-word features and a learned
+    # The teacher scorer: dual_large's towers with sub-word features and a learned
     # TF-IDF term (dual_encoder(..., subwords=, lexical_idf=) supplies the tables).
     "dual_hybrid": functools.partial(DualEncoder, size=text.TransformerSize(128, 3, 4, 256),
                                      embed_dim=128, doc_depth=1, subword_buckets=2 ** 20),

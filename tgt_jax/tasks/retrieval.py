@@ -67,6 +67,7 @@ def run_teacher(config, workdir):
   results = {"job": "retrieval_teacher", "retrieval_teacher_dir": directory,
              "model": meta["model"], "seed": meta["seed"], **meta["report"],
              **{k: meta["report"]["test"][k] for k in RANK_KEYS},
+             "diagnostics": meta["diagnostics"], "subwords": meta["subwords"],
              "num_train_pairs": len(task.doc_ids["train"]), "num_documents": len(task.documents),
              "wall_time_sec": time.time() - start}
   return artifacts.write_results(workdir, results)

@@ -124,6 +124,9 @@ def train(config, task, mesh, run_dir=None):
       eval_every=rcfg.eval_every)
   index = retrieval.index_documents(model, params, task.documents.tokens,
                                     config.eval_batch_size, mesh)
+  if "lexical_weight" in params["params"]:
+    params, meta["lexical_weight"] = calibrate_lexical_weight(
+        model, params, task, index, rcfg.eval_queries, config.eval_batch_size, mesh)
   meta["subwords"] = subword_stats(task, rcfg.model)
   meta["diagnostics"] = diagnostics(model, params, task, index, config.eval_batch_size, mesh)
   meta["report"] = {name: meta["diagnostics"][name]["teacher"]["all"]
@@ -151,6 +154,38 @@ def validation_curve(model, task, num_queries, batch_size, mesh):
     return out
 
   return evaluate
+
+
+LEXICAL_SCALES = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0)
+
+
+def calibrate_lexical_weight(model, params, task, index, num_queries, batch_size, mesh):
+  """(params with β rescaled, record): the β·s of LEXICAL_SCALES with the best validation MRR.
+
+  In training the dense score fits the train pairs ever better, so the β it
+  learns there weighs the TF-IDF term for documents it has seen; β is chosen
+  again on the first `num_queries` validation glosses (the test split is never
+  looked at). Scaling the query's lexical part by s is exactly β → β·s.
+  """
+  queries = task.queries["validation"][:num_queries]
+  targets = task.doc_ids["validation"][:num_queries]
+  query_emb = retrieval.embed(model, params, queries, "queries", batch_size, mesh)
+  width = index["dense"].shape[1]
+  mrr = {}
+  for scale in LEXICAL_SCALES:
+    scaled = np.concatenate([query_emb[:, :width], scale * query_emb[:, width:]], axis=1)
+    mrr[scale] = retrieval.retrieval_report(
+        retrieval.ranks_of(scaled, targets, index, batch_size, mesh))["mrr"]
+  best = max(LEXICAL_SCALES, key=lambda scale: (mrr[scale], -abs(np.log(scale))))
+  learned = float(params["params"]["lexical_weight"])
+  params = jax.tree.map(lambda x: x, params)
+  params["params"]["lexical_weight"] = jnp.asarray(learned * best, jnp.float32)
+  record = {"learned": learned, "scale": best, "chosen": learned * best,
+            "validation_queries": len(targets),
+            "validation_mrr_by_scale": {str(k): v for k, v in mrr.items()}}
+  logging.info("Retrieval teacher: lexical weight %.3f → %.3f (validation MRR %s).", learned,
+               learned * best, {k: round(v, 4) for k, v in mrr.items()})
+  return params, record
 
 
 def target_groups(task, split):
