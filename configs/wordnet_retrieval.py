@@ -9,9 +9,11 @@ data.max_len and data.vocab_size this config copies (its text VAE reads the quer
 
 The student (dual_small) sees `data.num_pairs` labelled (query, document) pairs
 of the train split. Its teacher has two parts:
-  T  the retrieval teacher (dual_large) trained on every train pair; it scores the
-     step's candidate documents (the batch's positives plus K of its mined hard
-     negatives per query), and those scores are the soft labels;
+  T  the retrieval teacher (dual_hybrid: dual_large's towers, hashed character
+     n-grams for every word, and a learned TF-IDF term in its score) trained on
+     every train pair; it scores the step's candidate documents (the batch's
+     positives plus K of its mined hard negatives per query), and those scores
+     are the soft labels;
   E, G  the sequence VAE of configs/wordnet.py:job=teacher, which explores new
      queries around the labelled ones (tgt_random, tgt_gradient, ...).
 Method ce uses the same candidates (hard negatives from T) with labels only; set
