@@ -196,6 +196,9 @@ def markdown(header, summary, teacher_meta, args, lexical=None):
       entry = summary.get((method, num_pairs))
       if entry:
         cols = [f"{entry[m][0]:.2f} ± {entry[m][1]:.2f}" for m in METRICS]
+        if entry["n"] < len(args.seed_list):     # say so: its ± is not over every seed
+          cols = [f"{c} ({entry['n']} of {len(args.seed_list)} seeds)" if i == 1 else c
+                  for i, c in enumerate(cols)]
         lines.append(f"| `{method}` | {num_pairs} | " + " | ".join(cols) +
                      f" | {entry['seconds']:.0f} |")
   test = teacher_meta["report"]["test"]
