@@ -1,11 +1,11 @@
 r"""Reverse-dictionary retrieval on WordNet: TGT against CE and KD at 2,500 and 10,000 labels.
 
 Commands behind benchmarks/results/retrieval/ (repo root, 2 CPU cores; README "Retrieval"):
-  python -m benchmarks.retrieval --methods=ce,kd,tgt_random          # 18 runs, 30 min
-  python -m benchmarks.retrieval --methods=kd_transfer,tgt_gradient --num_pairs=2500
-  python -m benchmarks.retrieval --methods=ce,kd,kd_transfer,tgt_random,tgt_gradient \
-      --cached_only                                                  # the combined table
-  (plus the two teachers: 23 min for the text VAE, 15 min for the retrieval teacher)
+  python -m benchmarks.retrieval --num_pairs=2500       # 18 runs: every method × 3 seeds
+  python -m benchmarks.retrieval --num_pairs=10000      # 18 more (run beside the first)
+  python -m benchmarks.retrieval --cached_only          # the combined table
+  (each with --teacher_dir=T/teacher --retrieval_teacher_dir=T/retrieval_teacher, the two
+  teachers trained first: 16 min for the text VAE, 9 min for the retrieval teacher)
   --quick   2 seeds, 2,500 pairs, 500 steps (→ retrieval_quick/)
   --smoke   the runlocal config on the test fixture, 1 seed, ce and tgt_random, 64 pairs
             (→ retrieval_smoke/; ~30 s once the teachers exist, ~1 min from nothing)
@@ -14,7 +14,7 @@ Other flags: --seeds --methods --num_pairs --steps --data_dir --teacher_dir
 
 Every run is the real student job (jobs.run with job=retrieval) of
 configs/wordnet_retrieval.py with one shared text teacher (the sequence VAE of
-configs/wordnet.py:job=teacher) and one shared retrieval teacher (dual_large on
+configs/wordnet.py:job=teacher) and one shared retrieval teacher (dual_hybrid on
 every train pair), both trained first into OUT/ if missing. Every method sees the
 same candidates (positives + the teacher's hard negatives), steps and batch size;
 the seed draws the labelled pairs and the initialisation. Scores: test queries

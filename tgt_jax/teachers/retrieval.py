@@ -39,7 +39,6 @@ from tgt_jax.teachers import training
 
 META_FILE = "retrieval_teacher.json"
 DOCUMENT_INDEX = "document_index.npz"
-SCORERS = ("teacher", "dense_only", "lexical_only")   # the report's rows
 HARD_NEGATIVES = "train_hard_negatives.npy"
 
 
