@@ -17,7 +17,7 @@ ALLOWED = {
     "jobs": {"tasks", "teachers", "engine", "models", "data", "workdir"} | BASE,
     "tasks": {"teachers", "evaluation", "engine", "tgt", "data", "models"} | BASE,
     "teachers": {"evaluation", "engine", "tgt", "data", "models"} | BASE,
-    "engine": {"checkpointing", "metrics", "sharding"},
+    "engine": {"checkpointing", "metrics", "sharding", "workdir"},
     "evaluation": {"data", "sharding", "losses"},
     "tgt": {"losses"},
     "models": {"sharding"},

@@ -192,12 +192,16 @@ def test_synthetic_loss_has_no_gradient_through_exploration(setup):
 
 @pytest.mark.parametrize("field,value,match", [
     ("method", "tgt_magic", "Unknown method 'tgt_magic'"),
-    ("sigma", -1.0, "sigma must be >= 0, got -1.0"),
-    ("eta", -0.5, "eta must be >= 0, got -0.5"),
-    ("steps", -2, "steps must be >= 0, got -2"),
+    ("sigma", -1.0, "tgt.sigma must be a finite number >= 0, got -1.0"),
+    ("eta", -0.5, "tgt.eta must be a finite number >= 0, got -0.5"),
+    ("steps", -2, "tgt.steps must be a finite number >= 0, got -2"),
     ("epsilon", 0.0, "epsilon"),
     ("num_samples", 0, "num_samples"),
     ("temperature", 0.0, "temperature"),
+    ("alpha", float("nan"), "tgt.alpha must be a finite number >= 0, got nan"),
+    ("lam", float("inf"), "tgt.lam must be a finite number >= 0, got inf"),
+    ("temperature", float("nan"), "tgt.temperature must be a finite number > 0, got nan"),
+    ("epsilon", float("nan"), "tgt.epsilon"),
 ])
 def test_bad_hyperparameters_name_the_value(field, value, match):
   with pytest.raises(ValueError, match=match):

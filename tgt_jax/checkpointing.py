@@ -34,6 +34,10 @@ class DamagedArtifact(ValueError):
   """A checkpoint or file that is there but does not read (truncated, parts missing)."""
 
 
+class WriteFailed(OSError):
+  """A checkpoint or artifact that could not be written (a full disk, a lost permission)."""
+
+
 class CheckpointMismatch(ValueError):
   """A checkpoint that reads but holds another model's tree: another run, never corruption."""
 
@@ -99,13 +103,15 @@ def tree_differences(expected, found):
 class Checkpointer:
   """Checkpoints of one training in `directory`; `read_only` (eval_only) never writes there."""
 
-  def __init__(self, directory, max_to_keep=3, async_save=True, read_only=False):
+  def __init__(self, directory, max_to_keep=3, async_save=True, read_only=False,
+               label="student"):
     if isinstance(max_to_keep, bool) or not isinstance(max_to_keep, int) or max_to_keep < 1:
       raise ValueError(f"keep_checkpoints (max_to_keep) must be an integer >= 1, got "
                        f"{max_to_keep!r}: it is how many of the newest checkpoints are kept.")
     self.directory = absolute(directory)
     self.quarantine = self.directory.parent / (self.directory.name + ".quarantine")
     self.read_only = read_only
+    self.label = label           # what the checkpoints are of, for log lines
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only,
                                            read_only=read_only,
                                            enable_async_checkpointing=async_save)
@@ -119,10 +125,27 @@ class Checkpointer:
     return list(self._manager.all_steps())
 
   def save(self, step, state, meta=None):
-    """Starts an async save of `state` at `step`; the caller decides when to save."""
+    """Starts an async save of `state` at `step`; the caller decides when to save.
+
+    A save that fails (a full disk) is a WriteFailed naming the step being written; an
+    async save's failure surfaces at the next save or wait, still naming its own step."""
     args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                               meta=ocp.args.JsonSave(meta or {}))
-    return self._manager.save(step, args=args, force=True)
+    pending = getattr(self, "_in_flight", None)
+    try:
+      saved = self._manager.save(step, args=args, force=True)
+    except Exception as e:  # pylint: disable=broad-except  (tensorstore's and the OS's kinds)
+      raise self._write_failed(e, pending or step) from None
+    self._in_flight = step
+    return saved
+
+  def _write_failed(self, error, step):
+    intact = [s for s in self.all_steps() if s != step]
+    return WriteFailed(
+        f"Saving the {self.label} checkpoint at step {step} to {self.directory} failed "
+        f"({first_line(error)}); the newest other checkpoint is step "
+        f"{max(intact) if intact else None}. Free space (or fix the directory), then run the "
+        "same command to resume.")
 
   def check_tree(self, target_state, step):
     """Raises CheckpointMismatch if the checkpoint at `step` holds another tree than
@@ -165,7 +188,7 @@ class Checkpointer:
     except Exception as e:  # pylint: disable=broad-except  (corruption takes many forms)
       raise DamagedArtifact(f"The checkpoint at step {step} in {self.directory} does not "
                             f"restore ({first_line(e)}).") from None
-    logging.info("Restored student checkpoint at step %d from %s", step, self.directory)
+    logging.info("Restored %s checkpoint at step %d from %s", self.label, step, self.directory)
     return restored["state"], restored["meta"]
 
   def restore_latest_intact(self, target_state, may_move=True):
@@ -198,10 +221,13 @@ class Checkpointer:
     self._manager.reload()
 
   def wait(self):
-    self._manager.wait_until_finished()
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except
+      raise self._write_failed(e, getattr(self, "_in_flight", None)) from None
 
   def close(self):
-    self._manager.wait_until_finished()
+    self.wait()
     self._manager.close()
 
 

@@ -24,7 +24,7 @@ from jax.experimental import multihost_utils
 
 from tgt_jax import models, workdir as workdir_lib
 from tgt_jax.tasks import classification, pretrain, retrieval, synthesize
-from tgt_jax.teachers import loading, report, training
+from tgt_jax.teachers import kinds, report, training
 from tgt_jax.teachers import retrieval as retrieval_teacher
 
 
@@ -41,7 +41,7 @@ def _validate_pretrain(config):
 
 JOBS = {
     "student": Job(classification.validate, classification.run),
-    "teacher": Job(loading.validate, training.run_teacher_job, training.teacher_dir),
+    "teacher": Job(kinds.validate, training.run_teacher_job, training.teacher_dir),
     "teacher_report": Job(report.validate, report.run),
     "synthesize": Job(synthesize.validate, synthesize.run),
     "pretrain": Job(_validate_pretrain, pretrain.run_pretrain_job, pretrain.pretrained_dir),
@@ -56,6 +56,10 @@ def validate(config):
   name = config.get("job", "student")
   if name not in JOBS:
     raise ValueError(f"Unknown job {name!r}; choose one of {sorted(JOBS)}.")
+  seed = config.get("seed", 0)
+  if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
+    raise ValueError(f"seed must be a whole number in [0, 2**31), got {seed!r}: it seeds numpy "
+                     "and JAX, which take no negative seeds.")
   JOBS[name].validate(config)
   return JOBS[name]
 
@@ -70,9 +74,17 @@ def run(config, workdir):
     eval_only = bool(config.get("eval_only", False))
     if not eval_only:
       workdir_lib.prepare(home)
+    records = workdir_lib.IdentityRecords(home, workdir)
     workdir_lib.record_or_check(home, workdir_lib.identity(config), f"{name} run",
                                 write=not eval_only)
-    results = job.run(config, workdir)
+    try:
+      results = job.run(config, workdir)
+    except Exception:
+      # A start refused inside the job (a value only the data can check, a teacher made with
+      # other settings) must not leave its identity behind: the corrected rerun would be
+      # refused against it. Kept once a checkpoint exists: then it protects that run.
+      records.forget_new_if_no_checkpoint()
+      raise
   if jax.process_count() > 1:     # nobody exits while another process still needs it
     multihost_utils.sync_global_devices("job done")
   return results

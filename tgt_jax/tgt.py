@@ -68,15 +68,18 @@ class TGTConfig:
   def __post_init__(self):
     if self.method not in METHODS:
       raise ValueError(f"Unknown method {self.method!r}; choose one of {list(METHODS)}.")
+    # `not x >= 0` also catches NaN, which every comparison rejects.
     for name in ("sigma", "eta", "steps", "alpha", "lam", "ce_weight"):
-      if getattr(self, name) < 0:
-        raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
-    if self.epsilon <= 0:
-      raise ValueError(f"epsilon (ball radius) must be > 0 (inf for no ball), got {self.epsilon}.")
+      value = getattr(self, name)
+      if not (value >= 0 and value < float("inf")):
+        raise ValueError(f"tgt.{name} must be a finite number >= 0, got {value}.")
+    if not self.epsilon > 0:
+      raise ValueError(f"tgt.epsilon (ball radius) must be > 0 (inf for no ball), got "
+                       f"{self.epsilon}.")
     if self.num_samples < 1:
-      raise ValueError(f"num_samples (m) must be >= 1, got {self.num_samples}.")
-    if self.temperature <= 0:
-      raise ValueError(f"temperature must be > 0, got {self.temperature}.")
+      raise ValueError(f"tgt.num_samples (m) must be >= 1, got {self.num_samples}.")
+    if not (self.temperature > 0 and self.temperature < float("inf")):
+      raise ValueError(f"tgt.temperature must be a finite number > 0, got {self.temperature}.")
 
   @property
   def uses_synthetic(self):

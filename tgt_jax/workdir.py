@@ -57,21 +57,25 @@ def _local(path):
   return "://" not in os.fspath(path)
 
 
-def prepare(workdir):
-  """epath.Path of `workdir`, created if needed; WorkdirError naming the path and the reason."""
+def prepare(workdir, what="--workdir", fix=""):
+  """epath.Path of `workdir`, created if needed; WorkdirError naming the path and the reason.
+
+  `what` names the directory in messages (e.g. "teacher.dir"); `fix` says what to do."""
   path = epath.Path(workdir)
+  fix = fix or ("pass a directory (it is created if missing)" if what == "--workdir"
+                else f"point {what} at a writable directory")
   try:
     if path.exists() and not path.is_dir():
-      raise WorkdirError(f"--workdir {os.fspath(workdir)!r} is a regular file, not a "
-                         "directory: pass a directory (it is created if missing).")
+      raise WorkdirError(f"{what} {os.fspath(workdir)!r} is a regular file, not a "
+                         f"directory: {fix}.")
     path.mkdir(parents=True, exist_ok=True)
   except WorkdirError:
     raise
   except Exception as e:  # pylint: disable=broad-except  (OSError locally, API errors on gs://)
-    raise WorkdirError(f"--workdir {os.fspath(workdir)!r} cannot be created: "
-                       f"{type(e).__name__}: {_first_line(e)}") from None
+    raise WorkdirError(f"{what} {os.fspath(workdir)!r} cannot be created: "
+                       f"{type(e).__name__}: {_first_line(e)}; {fix}.") from None
   if _local(path) and not os.access(path, os.W_OK | os.X_OK):
-    raise WorkdirError(f"--workdir {os.fspath(workdir)!r} is not writable by this user.")
+    raise WorkdirError(f"{what} {os.fspath(workdir)!r} is not writable by this user: {fix}.")
   return path
 
 
@@ -96,6 +100,11 @@ def _jsonable(value):
   if hasattr(value, "item") and getattr(value, "shape", None) == ():   # numpy scalars
     return _jsonable(value.item())
   return repr(value)
+
+
+def as_json(value):
+  """`value` as JSON values that compare equal after a round trip (for identities)."""
+  return _jsonable(value)
 
 
 def _flatten(tree, prefix=""):
@@ -150,6 +159,40 @@ def record_or_check(directory, ident, what, *, write=True, file=IDENTITY_FILE):
       f"--workdir {os.fspath(directory)!r} holds another {what} ({len(lines)} setting(s) "
       f"differ from the ones recorded in {file}):\n" + "\n".join(lines) +
       f"\nUse another --workdir for this {what}, or restore the original values to resume it.")
+
+
+class IdentityRecords:
+  """The identity files a start finds in `directories`, so that those it writes can be taken
+  back if the start fails before writing any checkpoint (process 0; local or gs://)."""
+
+  def __init__(self, *directories):
+    self.directories = [epath.Path(d) for d in dict.fromkeys(map(os.fspath, directories))]
+    self.paths = [d / f for d in self.directories for f in (IDENTITY_FILE, TEACHER_IDENTITY_FILE)]
+    self.existed = {p for p in self.paths if p.exists()}
+    self.checkpoints = _checkpoint_steps(self.directories)
+
+  def forget_new_if_no_checkpoint(self):
+    if jax.process_index() != 0 or _checkpoint_steps(self.directories) != self.checkpoints:
+      return
+    for path in self.paths:
+      if path not in self.existed and path.exists():
+        path.unlink()
+        logging.info("Removed %s: this start failed before writing any checkpoint.",
+                     os.fspath(path))
+
+
+def _checkpoint_steps(directories):
+  """Every orbax step directory (…/checkpoints/<step>) up to three levels below each of
+  `directories` (a run's own, its teacher's parts'), without a recursive glob (slow on GCS)."""
+  found = set()
+  for directory in directories:
+    for depth in range(4):
+      pattern = "/".join(["*"] * depth + ["checkpoints", "*"])
+      try:
+        found.update(os.fspath(p) for p in directory.glob(pattern) if p.name.isdigit())
+      except OSError:
+        pass
+  return found
 
 
 def _show(values, key):
@@ -207,13 +250,19 @@ class WorkdirLock(contextlib.AbstractContextManager):
   """
 
   READ_BACK_DELAY_S = 1.0
+  EMPTY_LOCK_GRACE_S = 10.0    # an empty lock older than this was left by a failed start
+  POLL_S = 1.0                 # how often a waiting start looks at the lock again
 
-  def __init__(self, workdir, exclusive_create=None):
+  def __init__(self, workdir, exclusive_create=None, wait_s=0.0, what=None):
+    """wait_s: how long to wait for a live holder before refusing (0: refuse at once);
+    what: the directory's name in messages ("workdir", "teacher directory", ...)."""
     self.workdir = epath.Path(workdir)
     self.path = self.workdir / LOCK_FILE
     self._exclusive = _local(workdir) if exclusive_create is None else exclusive_create
     self._token = None
     self._previous_sigterm = None
+    self.wait_s = float(wait_s)
+    self.what = what or "workdir"
 
   def __enter__(self):
     error = None
@@ -237,7 +286,8 @@ class WorkdirLock(contextlib.AbstractContextManager):
               "start_time": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "start_unix": time.time(),
               "argv": list(sys.argv), "proc_start": _proc_stat(os.getpid())[1],
               "token": uuid.uuid4().hex}
-    for _ in range(3):           # at most a couple of stale takeovers race with us
+    deadline, waited, takeovers = time.time() + self.wait_s, False, 0
+    while takeovers < 3:         # at most a couple of stale takeovers race with us
       if self._try_create(record):
         self._token = record["token"]
         _HELD_TOKENS.add(self._token)
@@ -246,14 +296,25 @@ class WorkdirLock(contextlib.AbstractContextManager):
         return
       holder = self._read_holder()
       if not self._is_stale(holder):
-        raise WorkdirInUse(self._in_use_message(holder))
-      if not holder.get("gone"):
+        if time.time() >= deadline or holder.get("token") in _HELD_TOKENS:   # ours: no waiting
+          raise WorkdirInUse(self._in_use_message(holder))
+        if not waited:
+          logging.warning("Waiting (up to %.0f s) for %s to be released: %s", self.wait_s,
+                          os.fspath(self.path), self._in_use_message(holder))
+          waited = True
+        time.sleep(self.POLL_S)
+        continue
+      takeovers += 1
+      if holder.get("empty"):
+        logging.warning("Taking over the empty lock %s: a start that could not write it (e.g. "
+                        "on a full disk) left it behind.", os.fspath(self.path))
+      elif not holder.get("gone"):
         logging.warning("Taking over the stale lock %s of PID %s on host %s (started %s): that "
                         "process is gone.", os.fspath(self.path), holder.get("pid"),
                         holder.get("host"), holder.get("start_time"))
-      self._remove_if(holder.get("token"))
+      self._remove_if(holder.get("token"), empty=holder.get("empty", False))
     raise WorkdirInUse(f"Could not take the lock {os.fspath(self.path)}: other starts keep "
-                       "taking it; use another --workdir.")
+                       f"taking it; use another {self.what}.")
 
   def __exit__(self, *exc):
     if self._token is not None:
@@ -270,8 +331,13 @@ class WorkdirLock(contextlib.AbstractContextManager):
         fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
       except FileExistsError:
         return False
-      with os.fdopen(fd, "w") as f:
-        f.write(text)
+      try:
+        with os.fdopen(fd, "w") as f:
+          f.write(text)
+      except OSError as e:       # e.g. a full disk: leave no empty lock behind
+        self.path.unlink(missing_ok=True)
+        raise WorkdirError(f"Cannot write the lock {os.fspath(self.path)} ({_first_line(e)}): "
+                           f"free space in (or fix) the {self.what}, then rerun.") from None
       return True
     if self.path.exists():
       return False
@@ -286,7 +352,11 @@ class WorkdirLock(contextlib.AbstractContextManager):
     """The lock's JSON; {} if it stays unreadable (a writer may be between create and write)."""
     for _ in range(10):
       try:
-        holder = json.loads(self.path.read_text())
+        text = self.path.read_text()
+        if not text and _local(self.path) and (
+            time.time() - os.path.getmtime(self.path) > self.EMPTY_LOCK_GRACE_S):
+          return {"empty": True}
+        holder = json.loads(text)
         if isinstance(holder, dict):
           return holder
       except FileNotFoundError:
@@ -297,7 +367,7 @@ class WorkdirLock(contextlib.AbstractContextManager):
     return {}
 
   def _is_stale(self, holder):
-    if holder.get("gone"):
+    if holder.get("gone") or holder.get("empty"):
       return True
     if not holder or holder.get("host") != socket.gethostname():
       return False
@@ -309,23 +379,26 @@ class WorkdirLock(contextlib.AbstractContextManager):
     return not _alive(pid, holder.get("proc_start"))
 
   def _in_use_message(self, holder):
-    where = os.fspath(self.workdir)
+    where, what = os.fspath(self.workdir), self.what
+    other = "another --workdir" if what == "workdir" else f"another {what}"
     if not holder:
-      return (f"workdir {where} is locked by {os.fspath(self.path)}, which cannot be read; "
-              f"wait for the run that holds it, or use another --workdir; if no run uses this "
-              f"workdir, remove {os.fspath(self.path)}.")
+      return (f"{what} {where} is locked by {os.fspath(self.path)}, which cannot be read; "
+              f"wait for the run that holds it, or use {other}; if no run uses this "
+              f"{what}, remove {os.fspath(self.path)}.")
     who = (f"PID {holder.get('pid')} on host {holder.get('host')} since "
            f"{holder.get('start_time')} ({' '.join(map(str, holder.get('argv') or []))})")
     if holder.get("host") != socket.gethostname():
-      return (f"workdir {where} in use by {who}; this host ({socket.gethostname()}) cannot tell "
-              f"whether that run is alive: wait for it, or use another --workdir; if that run is "
+      return (f"{what} {where} in use by {who}; this host ({socket.gethostname()}) cannot tell "
+              f"whether that run is alive: wait for it, or use {other}; if that run is "
               f"gone, remove {os.fspath(self.path)}.")
-    return f"workdir {where} in use by {who}; wait for it, or use another --workdir."
+    return f"{what} {where} in use by {who}; wait for it, or use {other}."
 
-  def _remove_if(self, token):
-    """Removes the lock file if it still carries `token` (never another run's fresh lock)."""
+  def _remove_if(self, token, empty=False):
+    """Removes the lock file if it still carries `token` (never another run's fresh lock), or,
+    with `empty`, if it is still empty."""
     try:
-      current = json.loads(self.path.read_text()).get("token")
+      text = self.path.read_text()
+      current = None if empty and not text else json.loads(text).get("token")
     except FileNotFoundError:
       return
     except (OSError, ValueError):

@@ -10,12 +10,17 @@ have to checkpoint and fast-forward iterators.
 A cache directory:
   shard-PPPPP-of-QQQQQ.array_record   process P's examples [first, first + count): record
                                       (e - first)·N + j holds sample j of example e
-  shard-PPPPP-of-QQQQQ.json           that shard's range: written after its records
-  manifest.json                       the fields, N, the shards and the settings that made
-                                      the cache; written last, so its presence means complete
-A record is the fields' raw bytes, concatenated in the manifest's order.
+  shard-PPPPP-of-QQQQQ.json           that shard's range and the sha256 of its file: written
+                                      after its records
+  manifest.json                       the fields, N, the shards (with their sha256) and the
+                                      settings that made the cache; written last, so its
+                                      presence means complete
+A record is the fields' raw bytes, concatenated in the manifest's order. A shard whose
+bytes changed (bit rot, a partial copy) is named by `verify` before a student reads it,
+and a record that does not read is named with its shard (CacheDamaged).
 """
 
+import hashlib
 import json
 
 import numpy as np
@@ -23,6 +28,18 @@ from etils import epath
 
 MANIFEST = "manifest.json"
 FORMAT = "tgt_jax synthetic cache v1"
+
+
+class CacheDamaged(ValueError):
+  """A cache file that is missing, changed since it was written, or does not read."""
+
+
+def _sha256(path):
+  digest = hashlib.sha256()
+  with epath.Path(path).open("rb") as f:
+    for piece in iter(lambda: f.read(1 << 22), b""):
+      digest.update(piece)
+  return digest.hexdigest()
 
 
 def shard_name(process_index, process_count):
@@ -89,7 +106,7 @@ def write_shard(directory, process_index, process_count, first, samples, chunks)
                      f"{samples} samples.")
   (directory / f"{name}.json").write_text(json.dumps(
       {"file": f"{name}.array_record", "first_example": first, "num_examples": count // samples,
-       "fields": fields}))
+       "fields": fields, "sha256": _sha256(directory / f"{name}.array_record")}))
   return count
 
 
@@ -101,7 +118,7 @@ def write_manifest(directory, process_count, samples, settings):
   fields = next((s["fields"] for s in shards if s["fields"]), None)
   manifest = {"format": FORMAT, "samples_per_example": samples,
               "num_examples": sum(s["num_examples"] for s in shards), "fields": fields,
-              "shards": [{k: s[k] for k in ("file", "first_example", "num_examples")}
+              "shards": [{k: s[k] for k in ("file", "first_example", "num_examples", "sha256")}
                          for s in shards],
               "settings": settings}
   (directory / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
@@ -122,12 +139,28 @@ def read_manifest(directory):
   return manifest
 
 
+def verify(directory, manifest):
+  """CacheDamaged naming the first shard file that is missing or whose sha256 differs from the
+  one recorded when it was written (caches made before shards had one are not checked)."""
+  for shard in manifest["shards"]:
+    path = epath.Path(directory) / shard["file"]
+    if not path.exists():
+      raise CacheDamaged(f"{str(path)!r} is missing: the synthetic cache at {str(directory)!r} "
+                         "is incomplete; make it again (job=synthesize) in another directory.")
+    if shard.get("sha256") and _sha256(path) != shard["sha256"]:
+      raise CacheDamaged(f"{str(path)!r} changed since it was written (its sha256 differs from "
+                         f"the manifest's): the synthetic cache at {str(directory)!r} is "
+                         "damaged; make it again (job=synthesize) in another directory.")
+
+
 class Reader:
   """Records of a complete cache by (example, sample); shards are opened on first use."""
 
-  def __init__(self, directory):
+  def __init__(self, directory, check=True):
     self.directory = epath.Path(directory)
     self.manifest = read_manifest(directory)
+    if check:
+      verify(directory, self.manifest)
     self.fields = self.manifest["fields"]
     self.samples = int(self.manifest["samples_per_example"])
     self.num_examples = int(self.manifest["num_examples"])
@@ -153,8 +186,15 @@ class Reader:
     for shard in np.unique(shards):
       where = np.flatnonzero(shards == shard)
       local = (examples[where] - self._firsts[shard]) * self.samples + samples[where]
-      for i, record in zip(where, self._reader(int(shard)).read([int(r) for r in local])):
-        records[i] = _decode(self.fields, record)
+      file = self.directory / self.manifest["shards"][int(shard)]["file"]
+      try:
+        got = self._reader(int(shard)).read([int(r) for r in local])
+        for i, record in zip(where, got):
+          records[i] = _decode(self.fields, record)
+      except (RuntimeError, ValueError, OSError) as e:   # Riegeli reports damage as these
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise CacheDamaged(f"{str(file)!r} does not read ({type(e).__name__}: {first}): the "
+                           "synthetic cache is damaged; make it again (job=synthesize).") from None
     return {name: np.stack([r[name] for r in records]) for name in self.fields}
 
   def close(self):

@@ -36,10 +36,31 @@ class Schedule:
                config.eval_every)
 
 
-def checkpoints_of(run_dir, keep=3, read_only=False):
-  """The Checkpointer of a run directory; read_only (eval_only) never writes or moves there."""
+def checkpoints_of(run_dir, keep=3, read_only=False, label="student"):
+  """The Checkpointer of a run directory; read_only (eval_only) never writes or moves there;
+  `label` says in log lines what is restored (a student, a teacher part, ...)."""
   return checkpointing.Checkpointer(epath.Path(run_dir) / "checkpoints", keep,
-                                    read_only=read_only)
+                                    read_only=read_only, label=label)
+
+
+def newest_step_on_disk(run_dir):
+  """The highest step directory in run_dir/checkpoints (0 if none), read without orbax, so
+  a job can check it before doing (or writing) anything."""
+  directory = epath.Path(run_dir) / "checkpoints"
+  if not directory.exists():
+    return 0
+  return max((int(p.name) for p in directory.iterdir() if p.name.isdigit()), default=0)
+
+
+def refuse_shorter_run(run_dir, total_steps, name="student"):
+  """num_train_steps below a checkpoint that exists would report that checkpoint's step under
+  the smaller total ("step 30/10"): refused by name before any work."""
+  newest = newest_step_on_disk(run_dir)
+  if newest > total_steps:
+    raise ValueError(
+        f"num_train_steps={total_steps} is below step {newest} of the newest {name} checkpoint "
+        f"in {epath.Path(run_dir) / 'checkpoints'}: give num_train_steps >= {newest} to resume "
+        "(or extend) that run, or eval_only=True to evaluate it; nothing was changed.")
 
 
 def restore_or_start(ckpt, state, eval_only=False, eval_step=0):
@@ -64,7 +85,12 @@ def train(state, step_fn, batches, ckpt, writer, schedule, mesh, *, name="",
   eval_every steps but the last (the job evaluates the final state itself).
   """
   first_step, total = int(state.step), schedule.total_steps
-  if first_step >= total:
+  if first_step > total:
+    raise ValueError(
+        f"num_train_steps={total} is below step {first_step} of the newest {name or 'student'} "
+        f"checkpoint in {ckpt.directory}: give num_train_steps >= {first_step} to resume (or "
+        f"extend) that run, or eval_only=True to evaluate it; nothing was changed.")
+  if first_step == total:
     return state
   label = f"{name} " if name else ""
   progress = metrics.Progress(total, first_step)

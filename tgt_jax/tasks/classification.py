@@ -22,7 +22,7 @@ from tgt_jax.data import augment, sources, subsets, synthetic_cache
 from tgt_jax.engine import artifacts, loop, state as state_lib
 from tgt_jax.evaluation import classification as evaluation
 from tgt_jax.tasks import pretrain, probe, synthesize
-from tgt_jax.teachers import loading
+from tgt_jax.teachers import kinds
 
 
 def tgt_config(config):
@@ -48,7 +48,7 @@ def validate(config):
     if config.data.name not in sources.IN_MEMORY:
       raise ValueError(f"tgt_cache.dir is set: cached x' are streamed for in-memory data "
                        f"{list(sources.IN_MEMORY)} only, not {config.data.name!r}.")
-  loading.validate(config)
+  kinds.validate(config)
 
 
 def make_train_step(student_apply, tx, cfg, teacher_fns, mesh, augment_name="none", fill=0.0):
@@ -132,22 +132,26 @@ def run(config, workdir):
   source = sources.make_source(config)
   counts = source.counts
   config = state_lib.resolve_durations(config, int(np.sum(counts)))
+  if not config.eval_only:
+    loop.refuse_shorter_run(workdir, config.num_train_steps)
   subset = subsets.describe(config.data.labels_per_class, config.data.imbalance,
                             config.data.get("num_labels", 0))
   logging.info("Student subset: %s, %d examples, per class %s", subset, int(np.sum(counts)),
                counts.tolist())
 
   cache = synthesize.cache_settings(config)
-  teacher = loading.teacher_for(config, cfg, workdir, source, mesh,
-                                parts=("labeler",) if cache["dir"] else None)
+  teacher = kinds.teacher_for(config, cfg, workdir, source, mesh,
+                              parts=("labeler",) if cache["dir"] else None)
   reader = samples = None
+  identity = dict(teacher.identity)
   if cache["dir"] and not config.eval_only:
-    reader = synthetic_cache.Reader(cache["dir"])
-    samples = synthesize.check_cache(reader.manifest, config, teacher.params,
+    reader = synthesize.open_cache(cache["dir"])
+    samples = synthesize.check_cache(reader.manifest, config, cfg, teacher.identity,
                                      int(np.sum(counts)), cache["dir"])
-  if teacher.params is not None:    # a resume must distil from the same teacher parameters
-    workdir_lib.record_or_check(workdir, loading.teacher_identity(teacher.params, cfg),
-                                "student run's teacher", file=workdir_lib.TEACHER_IDENTITY_FILE)
+    identity["synthetic_cache"] = synthesize.cache_fingerprint(reader.manifest)
+  if identity:    # a resume must distil from the same teacher (and cache)
+    workdir_lib.record_or_check(workdir, identity, "student run's teacher",
+                                file=workdir_lib.TEACHER_IDENTITY_FILE)
   student, tx, state, step_key = init_student(config, source, mesh)
   predict = evaluation.make_predict(student.apply, mesh)
   groups = subsets.class_groups(counts)

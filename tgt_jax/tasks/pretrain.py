@@ -85,18 +85,20 @@ def run_pretrain_job(config, workdir):
                         jnp.zeros((1, *source.image_shape), source.input_dtype))
   loss_fn = masked_token_loss(student, pcfg.mask_rate)
   directory = pretrained_dir(config, workdir)
-  params = training.fit(loss_fn, params,
-                        lambda start: source.teacher_batches(pcfg.batch_size, config.seed, start),
-                        steps=pcfg.steps, batch_size=pcfg.batch_size,
-                        learning_rate=pcfg.learning_rate, seed=config.seed, mesh=mesh,
-                        name="pretrain", run_dir=training.run_dir_of(directory))
-  validation = source.sample("validation", training.REPORT_EXAMPLES)
-  accuracy = _masked_accuracy(loss_fn, params, validation.images, config.seed)
-  meta = {"model": config.student.model, "vocab_size": len(source.vocabulary),
-          "vocabulary_fingerprint": generative.vocabulary_fingerprint(source.vocabulary),
-          "steps": int(pcfg.steps), "mask_rate": float(pcfg.mask_rate),
-          "validation_masked_accuracy": accuracy}
-  artifacts.save_params_then_json(directory, params, META_FILE, meta)
+  with artifacts.writing(directory, "pretrained student", config_key="pretrain.dir"):
+    params = training.fit(loss_fn, params,
+                          lambda start: source.teacher_batches(pcfg.batch_size, config.seed,
+                                                               start),
+                          steps=pcfg.steps, batch_size=pcfg.batch_size,
+                          learning_rate=pcfg.learning_rate, seed=config.seed, mesh=mesh,
+                          name="pretrain", run_dir=training.run_dir_of(directory))
+    validation = source.sample("validation", training.REPORT_EXAMPLES)
+    accuracy = _masked_accuracy(loss_fn, params, validation.images, config.seed)
+    meta = {"model": config.student.model, "vocab_size": len(source.vocabulary),
+            "vocabulary_fingerprint": generative.vocabulary_fingerprint(source.vocabulary),
+            "steps": int(pcfg.steps), "mask_rate": float(pcfg.mask_rate),
+            "validation_masked_accuracy": accuracy}
+    artifacts.save_params_then_json(directory, params, META_FILE, meta)
   results = {"job": "pretrain", "pretrained_dir": directory, "seed": config.seed,
              "wall_time_sec": time.time() - start, **meta}
   return artifacts.write_results(workdir, results)
@@ -130,7 +132,9 @@ def load_into(params, directory, model_name, vocabulary=None, mesh=None):
                      f"parameter {name} expected shape {expected}, found {found}.")
 
   restored = artifacts.restore_replicated(checkpointing.absolute(directory) / generative.PARAMS_DIR,
-                                        lambda: params, mesh, mismatch)
+                                        lambda: params, mesh, mismatch,
+                                        checksums=meta.get(artifacts.CHECKSUMS),
+                                        what="pretrained student")
   restored = jax.device_get(restored)
   return {"params": {name: (params["params"][name] if name == "head" else value)
                      for name, value in restored["params"].items()}}

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tgt_jax import metrics, sharding, tgt
+from tgt_jax import metrics, sharding, tgt, workdir as workdir_lib
 from tgt_jax.teachers import generative
 from tgt_jax.data import reverse_dictionary, wordnet
 from tgt_jax.engine import artifacts, loop, state as state_lib
@@ -61,9 +61,9 @@ def run_teacher(config, workdir):
                               "eval_batch_size": config.eval_batch_size})
   task = reverse_dictionary.load_task(config.data)
   directory = retrieval_teacher.directory_of(config, workdir)
-  meta, params, doc_emb, negatives = retrieval_teacher.train(config, task, mesh,
-                                                             training.run_dir_of(directory))
-  retrieval_teacher.save(directory, meta, params, doc_emb, negatives)
+  if retrieval_teacher.exists(directory):
+    retrieval_teacher.check_made_with(directory, config, task)
+  meta = retrieval_teacher.train_and_save(config, task, mesh, directory)
   results = {"job": "retrieval_teacher", "retrieval_teacher_dir": directory,
              "model": meta["model"], "seed": meta["seed"], **meta["report"],
              **{k: meta["report"]["test"][k] for k in RANK_KEYS},
@@ -93,6 +93,8 @@ def run_student(config, workdir):
   start_time = time.time()
   cfg = tgt_config(config)
   mesh = sharding.mesh_for(batch_size=config.batch_size, eval_batch_size=config.eval_batch_size)
+  if not config.eval_only:
+    loop.refuse_shorter_run(workdir, config.num_train_steps)
   task = reverse_dictionary.load_task(config.data)
   rows = reverse_dictionary.labelled_rows(len(task.doc_ids["train"]), config.data.num_pairs,
                                           config.seed)
@@ -105,11 +107,18 @@ def run_student(config, workdir):
     teacher_meta, scorer, scorer_params, teacher_index, mined = retrieval_teacher.load_or_train(
         config, workdir, task, mesh, min_negatives=k)
     negatives = mined[rows, :k]
+    identity = {"retrieval_teacher_params": artifacts.params_fingerprint(scorer_params),
+                "retrieval_teacher_files": artifacts.checksums_fingerprint(teacher_meta)}
     if needs_scores:
       teacher_params = {"scorer": scorer_params}
       if cfg.needs_generator:
         generator_fns, teacher_params["generator"] = load_text_teacher(config, workdir, task,
                                                                        mesh)
+        identity["teacher_params.generator"] = artifacts.params_fingerprint(
+            teacher_params["generator"])
+    # A resume must distil from the same teachers: one retrained in place is named.
+    workdir_lib.record_or_check(workdir, identity, "retrieval student run's teacher",
+                                file=workdir_lib.TEACHER_IDENTITY_FILE)
   pairs = reverse_dictionary.Pairs(task.queries["train"][rows], task.doc_ids["train"][rows],
                                    negatives)
 

@@ -18,6 +18,8 @@ subset, seed, the teacher's parameter hashes), and a student whose config disagr
 is refused by name.
 """
 
+import hashlib
+import json
 import logging
 import time
 
@@ -27,10 +29,10 @@ import numpy as np
 from etils import epath
 from jax.experimental import multihost_utils
 
-from tgt_jax import sharding, tgt
+from tgt_jax import checkpointing, sharding, tgt
 from tgt_jax.data import sources, synthetic_cache
 from tgt_jax.engine import artifacts
-from tgt_jax.teachers import loading
+from tgt_jax.teachers import kinds
 
 CACHEABLE_METHODS = ("tgt_random", "tgt_prior")
 DEFAULT_DIR = "synthetic"
@@ -59,23 +61,40 @@ def validate(config):
     raise ValueError("tgt_cache.samples_per_example must be >= 1, got "
                      f"{cache_settings(config)['samples_per_example']}.")
   tgt.TGTConfig(method=config.method, **config.tgt.to_dict())
-  loading.validate(config)
+  kinds.validate(config)
 
 
-def recorded_settings(config, teacher_params, num_examples):
+IDENTITY_FILE = "cache_identity.json"
+
+
+def recorded_settings(config, teacher_identity, num_examples):
   """What made the cache: a student must agree on all of it to read the cache."""
   data = config.data.to_dict()
   return {"method": config.method, "sigma": float(config.tgt.sigma), "seed": int(config.seed),
           "num_examples": int(num_examples),
           "data": {k: data.get(k) for k in ("name", "labels_per_class", "imbalance",
                                             "head_count", "num_labels", "index_file")},
-          **loading.teacher_identity(teacher_params, tgt.TGTConfig(method=config.method))}
+          **teacher_identity}
 
 
-def check_cache(manifest, config, teacher_params, num_examples, directory):
+def open_cache(directory):
+  """The cache's reader, every shard's sha256 verified first (a damaged one is named)."""
+  try:
+    return synthetic_cache.Reader(directory)
+  except synthetic_cache.CacheDamaged as e:
+    raise checkpointing.DamagedArtifact(str(e)) from None
+
+
+def cache_fingerprint(manifest):
+  """A short hash of the manifest (settings, shards and their sha256): which cache a student
+  run read, for its recorded identity."""
+  return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_cache(manifest, config, cfg, teacher_identity, num_examples, directory):
   """A named error unless the cache was made for this student's config, subset and teacher;
   returns how many of its samples per example the student uses."""
-  want = recorded_settings(config, teacher_params, num_examples)
+  want = recorded_settings(config, teacher_identity, num_examples)
   have = manifest["settings"]
   differ = [k for k in want if want[k] != have.get(k)]     # parts the student loaded only
   if differ:
@@ -88,6 +107,11 @@ def check_cache(manifest, config, teacher_params, num_examples, directory):
   if not 1 <= used <= manifest["samples_per_example"]:
     raise ValueError(f"tgt_cache.samples={used}: the cache at {directory!r} holds "
                      f"{manifest['samples_per_example']} samples per example.")
+  if cfg.num_samples > used:
+    raise ValueError(f"tgt.num_samples={cfg.num_samples} takes that many distinct cached samples "
+                     f"of each example per step, but the cache at {directory!r} gives {used} "
+                     "(tgt_cache.samples, or its samples_per_example): lower tgt.num_samples, "
+                     f"or make a cache with tgt_cache.samples_per_example >= {cfg.num_samples}.")
   return used
 
 
@@ -128,11 +152,40 @@ def run(config, workdir):
   samples = settings["samples_per_example"]
   cfg = tgt.TGTConfig(method=config.method, **config.tgt.to_dict())
   source = sources.make_source(config)
-  teacher = loading.teacher_for(config, cfg, workdir, source, sharding.make_mesh())
+  teacher = kinds.teacher_for(config, cfg, workdir, source, sharding.make_mesh())
+  labelled = source.labelled
+  recorded = recorded_settings(config, teacher.identity, len(labelled))
+  with artifacts.writing(directory, "synthetic cache", config_key="tgt_cache.dir"):
+    _check_maker(directory, recorded, samples)
+    _write(config, cfg, teacher, labelled, directory, samples, recorded)
+  results = {"job": "synthesize", "method": config.method, "cache_dir": directory,
+             "num_examples": len(labelled), "samples_per_example": samples,
+             "num_records": len(labelled) * samples, "seed": config.seed,
+             "wall_time_sec": time.time() - start}
+  return artifacts.write_results(workdir, results)
+
+
+def _check_maker(directory, recorded, samples):
+  """The cache's identity, recorded before its first record: a rerun with other settings (σ,
+  seed, subset, N, a retrained teacher) would keep the old shards under a new manifest."""
+  identity = {**recorded, "samples_per_example": samples}
+  manifest = epath.Path(directory) / synthetic_cache.MANIFEST
+  if manifest.exists() and not (epath.Path(directory) / IDENTITY_FILE).exists():
+    old = synthetic_cache.read_manifest(directory)      # a cache made before identities
+    artifacts.check_identity({**old["settings"], "samples_per_example":
+                              old["samples_per_example"]}, identity, "synthetic cache",
+                             directory, _FIX)
+  artifacts.record_identity(directory, identity, "synthetic cache", _FIX, file=IDENTITY_FILE)
+
+
+_FIX = ("a cache is never rewritten under other settings; rerun with the settings it was made "
+        "with, or give this run another tgt_cache.dir")
+
+
+def _write(config, cfg, teacher, labelled, directory, samples, recorded):
   mesh = sharding.make_mesh(jax.local_devices())   # each process explores its own examples
   params = sharding.replicate(mesh, jax.tree.map(
       lambda a: np.asarray(a.addressable_data(0)), teacher.params))
-  labelled = source.labelled
   index, processes = jax.process_index(), jax.process_count()
   first, count = synthetic_cache.example_range(len(labelled), index, processes)
   if synthetic_cache.shard_done(directory, index, processes):
@@ -146,12 +199,6 @@ def run(config, workdir):
   if processes > 1:
     multihost_utils.sync_global_devices("synthetic cache shards written")
   if index == 0:
-    synthetic_cache.write_manifest(directory, processes, samples,
-                                   recorded_settings(config, teacher.params, len(labelled)))
+    synthetic_cache.write_manifest(directory, processes, samples, recorded)
   if processes > 1:
     multihost_utils.sync_global_devices("synthetic cache manifest written")
-  results = {"job": "synthesize", "method": config.method, "cache_dir": directory,
-             "num_examples": len(labelled), "samples_per_example": samples,
-             "num_records": len(labelled) * samples, "seed": config.seed,
-             "wall_time_sec": time.time() - start}
-  return artifacts.write_results(workdir, results)

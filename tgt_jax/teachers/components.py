@@ -120,7 +120,9 @@ def restore_params(directory, meta, mesh=None):
     raise FileNotFoundError(f"Teacher {meta['kind']} at {os.fspath(directory)!r} has "
                             f"{COMPONENT_FILE} but no {PARAMS_DIR}/: it is incomplete.")
   return artifacts.restore_replicated(path, lambda: init_params(meta, jax.random.key(0)), mesh,
-                                    lambda *d: _shape_error(d, meta, directory))
+                                    lambda *d: _shape_error(d, meta, directory),
+                                    checksums=meta.get(artifacts.CHECKSUMS),
+                                    what=f"teacher {meta['kind']}")
 
 
 def load_component(directory, expected_kind, mesh=None):

@@ -9,6 +9,7 @@ the expected and the found value, a teacher that does not fit the data.
 
 import hashlib
 import json
+import logging
 import os
 
 import jax
@@ -96,6 +97,22 @@ def read_meta(directory):
   return meta
 
 
+def check_part_identities(meta, wanted, parts, directory):
+  """ArtifactMismatch naming each setting that differs for each of `parts` a teacher holds:
+  a part that exists is read, never trained again under other settings."""
+  recorded = meta.get("part_identity")
+  if recorded is None:
+    if parts:
+      logging.warning("The teacher at %s records no settings for its parts (made before "
+                      "teachers did): they cannot be checked against this run's.", directory)
+    return
+  for part in parts:
+    artifacts.check_identity(
+        recorded.get(part, {}), wanted[part], f"teacher's {part}", directory,
+        "a teacher part that exists is never trained again; run with the settings it was made "
+        "with, or point teacher.dir at another directory")
+
+
 def fingerprint(directory):
   """A short hash of teacher.json (models, shapes, training report), or None where absent:
   which teacher a run used, for its run identity (workdir.record_or_check)."""
@@ -140,7 +157,8 @@ def load(directory, image_shape, num_classes, latent_dim=None, mesh=None, vocabu
     raise FileNotFoundError(f"Teacher at {os.fspath(directory)!r} has {META_FILE} but no "
                             f"{PARAMS_DIR}/: it is incomplete; train it again.")
   params = artifacts.restore_replicated(path, lambda: init_params(meta, jax.random.key(0)), mesh,
-                                        lambda *diff: _shape_error(diff, meta, directory))
+                                        lambda *diff: _shape_error(diff, meta, directory),
+                                        checksums=meta.get(artifacts.CHECKSUMS), what="teacher")
   return meta, params
 
 

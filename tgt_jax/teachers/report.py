@@ -24,14 +24,14 @@ from tgt_jax import metrics, sharding
 from tgt_jax.data import sources
 from tgt_jax.engine import artifacts
 from tgt_jax.evaluation import classification as evaluation
-from tgt_jax.teachers import loading
+from tgt_jax.teachers import kinds
 
 GRID_SIGMAS = (0.5, 1.0)
 DEFAULT_EXAMPLES = 1024
 
 
 def validate(config):
-  loading.validate(config)
+  kinds.validate(config)
   if config.data.name == "wordnet":
     raise ValueError("job=teacher_report measures image teachers; the text teacher's job "
                      "writes its own report and samples.txt (job=teacher).")
@@ -111,7 +111,8 @@ def run(config, workdir):
   start = time.time()
   source = sources.make_source(config, with_subset=False)
   mesh = sharding.mesh_for(eval_batch_size=config.eval_batch_size)
-  meta, params, fns = loading.load_teacher(config, workdir, source, mesh)
+  teacher = kinds.load_every_part(config, workdir, source, mesh)    # read, never trained here
+  meta, params, fns = teacher.meta, teacher.params, teacher.functions
   split = config.get("report_split", "") or source.eval_split_names[0]
   num_examples = int(config.get("report_examples", DEFAULT_EXAMPLES))
   grid_examples = int(config.get("grid_examples", 8))
@@ -125,6 +126,7 @@ def run(config, workdir):
                      if isinstance(v, float)})
   writer.close()
   results = {"job": "teacher_report", "teacher_kind": config.teacher.get("kind", "") or "trained",
-             "teacher": {k: v for k, v in meta.items() if k != "report"}, "split": split,
+             "teacher": {k: v for k, v in meta.items() if k not in ("report", "checksums")},
+             "teacher_identity": teacher.identity, "split": split,
              "seed": config.seed, "wall_time_sec": time.time() - start, **report}
   return artifacts.write_results(workdir, results)

@@ -242,8 +242,21 @@ def diagnostics(model, params, task, index, batch_size, mesh):
   return out
 
 
+def identity(config, task):
+  """The settings that give a retrieval teacher its meaning, with the data it saw."""
+  rcfg = config.retrieval_teacher
+  return {"retrieval_teacher.model": rcfg.model, "retrieval_teacher.steps": int(rcfg.steps),
+          "retrieval_teacher.batch_size": int(rcfg.batch_size),
+          "retrieval_teacher.learning_rate": float(rcfg.learning_rate),
+          "retrieval_teacher.seed": int(rcfg.seed),
+          "retrieval_teacher.mined_negatives": int(rcfg.mined_negatives),
+          "retrieval.score_temperature": float(config.retrieval.score_temperature),
+          **fingerprints(task)}
+
+
 def save(directory, meta, params, index, negatives):
-  """Arrays first, then params and the JSON (complete once the JSON exists)."""
+  """Arrays first, then params and the JSON (complete once the JSON exists), which records
+  the sha256 of every file."""
   path = checkpointing.absolute(directory)
   if jax.process_index() == 0:
     path.mkdir(parents=True, exist_ok=True)
@@ -251,7 +264,8 @@ def save(directory, meta, params, index, negatives):
       np.savez(f, **index)
     with (path / HARD_NEGATIVES).open("wb") as f:
       np.save(f, negatives)
-  artifacts.save_params_then_json(path, params, META_FILE, meta)
+  artifacts.save_params_then_json(path, params, META_FILE, meta,
+                                  extra_files=(DOCUMENT_INDEX, HARD_NEGATIVES))
 
 
 def exists(directory):
@@ -290,12 +304,40 @@ def load(directory, task, mesh, min_negatives=0):
 
   params = artifacts.restore_replicated(
       path / generative.PARAMS_DIR, lambda: init_params(model, task, jax.random.key(0)), mesh,
-      on_mismatch)
+      on_mismatch, checksums=meta.get(artifacts.CHECKSUMS), what="retrieval teacher")
   with (path / DOCUMENT_INDEX).open("rb") as f:
     index = dict(np.load(f))
   with (path / HARD_NEGATIVES).open("rb") as f:
     negatives = np.load(f)
   return meta, model, params, index, negatives
+
+
+_FIX = ("a retrieval teacher is never trained again under other settings; run with the "
+        "settings it was made with, or point retrieval_teacher.dir at another directory")
+
+
+def check_made_with(directory, config, task):
+  """A named error if the retrieval teacher in `directory` was made with other settings
+  (teachers made before identities were recorded are not checked)."""
+  recorded = read_meta(directory).get("identity")
+  if recorded is not None:
+    artifacts.check_identity(recorded, identity(config, task), "retrieval teacher", directory,
+                             _FIX)
+
+
+def train_and_save(config, task, mesh, directory):
+  """Trains (resuming) and saves the retrieval teacher under its directory's lock."""
+  with artifacts.writing(directory, "retrieval teacher", config_key="retrieval_teacher.dir"):
+    if exists(directory):         # another writer finished it while this one waited
+      check_made_with(directory, config, task)
+      return read_meta(directory)
+    run_dir = training.run_dir_of(directory)
+    artifacts.record_identity(run_dir, identity(config, task), "retrieval teacher training",
+                              _FIX)
+    meta, params, index, negatives = train(config, task, mesh, run_dir)
+    meta["identity"] = identity(config, task)
+    save(directory, meta, params, index, negatives)
+    return meta
 
 
 def load_or_train(config, workdir, task, mesh, min_negatives=0):
@@ -306,5 +348,6 @@ def load_or_train(config, workdir, task, mesh, min_negatives=0):
       read_meta(directory)          # raises the clear "no retrieval teacher here" error
     logging.info("No retrieval teacher in %s: training one (config.retrieval_teacher).",
                  directory)
-    save(directory, *train(config, task, mesh, training.run_dir_of(directory)))
+    train_and_save(config, task, mesh, directory)
+  check_made_with(directory, config, task)
   return load(directory, task, mesh, min_negatives)
