@@ -209,13 +209,19 @@ def test_missing_and_unused_tensors(tmp_path):
               "decoder.up_blocks.9.resnets.0.conv1.bias": np.zeros((2,), np.float32)})
 
 
-def test_wrong_shape(tmp_path):
+@pytest.mark.parametrize("key,shape,want", [
+    ("decoder.mid_block.resnets.1.conv2.weight", (32, 32, 1, 1), "(32, 32, 3, 3) [O, I, H, W]"),
+    ("encoder.mid_block.attentions.0.to_q.weight", (32, 16), "(32, 32) [out, in]"),
+])
+def test_wrong_shape_names_the_stored_tensor(tmp_path, key, shape, want):
+  """The file's key and its stored (PyTorch-layout) shape, not the Flax name or HWIO shape."""
   directory = _copy(tmp_path)
   tensors = _tensors()
-  tensors["decoder.mid_block.resnets.1.conv2.weight"] = np.zeros((32, 32, 1, 1), np.float32)
+  tensors[key] = np.zeros(shape, np.float32)
   _write_tensors(directory, tensors)
   with pytest.raises(weight_files.WeightFileError) as e:
     akl.load(directory)
   message = str(e.value)
-  assert "decoder/mid_block/resnets_1/conv2/kernel" in message, message
-  assert "(1, 1, 32, 32)" in message and "(3, 3, 32, 32)" in message, message
+  assert f"tensor {key} has shape {shape} in the file, the model expects {want}" in message, (
+      message)
+  assert str(directory / akl.WEIGHTS_FILE) in message, message

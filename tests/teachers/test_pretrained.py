@@ -4,6 +4,7 @@ tiny fixtures the model tests check against diffusers, BiT's code and timm."""
 import os
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -16,6 +17,7 @@ VAE = os.path.join(FIXTURES, "autoencoder_kl")
 BIT = os.path.join(FIXTURES, "bit", "tiny_bit.npz")
 TIMM = os.path.join(FIXTURES, "timm_resnet", "basic.safetensors")
 TIMM_ARCH = dict(stage_sizes=(2, 1, 1, 1), channels=(4, 8, 16, 32), bottleneck=False)
+RESNET26 = os.path.join(FIXTURES, "timm_resnet26")       # model.safetensors beside config.json
 IMAGE_SHAPE, PIXEL_RANGE = (16, 16, 3), (0.0, 1.0)   # the student's images, not the parts'
 
 
@@ -101,3 +103,45 @@ def test_labeler_resolution_replaces_the_published_one(images):
   want = jax.jit(labeler.apply)(variables, jax.image.resize(
       2.0 * images - 1.0, (4, 32, 32, 3), "bilinear", antialias=True))
   np.testing.assert_allclose(jax.jit(fns.label)(params, images), want, rtol=1e-4, atol=1e-4)
+
+
+def test_a_timm_labeler_is_fed_as_its_config_json_says():
+  """timm's logits (timm normalising with the config's mean and std) from the student's pixels
+  in the data's own range (0..255 here), at the config's 40 px; the meta says so."""
+  with np.load(os.path.join(RESNET26, "reference.npz")) as f:
+    x01, logits = f["x01"], f["logits"]
+  weights = os.path.join(RESNET26, "model.safetensors")
+  meta, params, fns = pretrained.load("no/such/vae", "timm", weights, (40, 40, 3), (0.0, 255.0),
+                                      parts=("labeler",))
+  config = str(os.path.join(RESNET26, "config.json"))
+  assert meta["labeler_input"] == {
+      "resolution": 40, "mean": [0.3, 0.6, 0.2], "std": [0.15, 0.35, 0.25],
+      "value_range": [-1.0, 1.0], "published_interpolation": "bilinear",
+      "published_crop_pct": 0.9, "from": dict.fromkeys(("resolution", "mean", "std"), config)}
+  np.testing.assert_allclose(jax.jit(fns.label)(params, 255.0 * x01), logits, rtol=0, atol=1e-4)
+  meta = pretrained.load("no/such/vae", "timm", weights, (40, 40, 3), (0.0, 255.0),
+                         parts=("labeler",), arch="resnet26", labeler_resolution=64)[0]
+  assert meta["labeler_resolution"] == meta["labeler_input"]["resolution"] == 64
+  assert meta["labeler_input"]["from"] == dict(resolution="teacher.labeler_resolution",
+                                               mean=config, std=config)
+
+
+def test_labeler_input_of_bit_and_of_timm_without_a_config():
+  labeler = pretrained.load_labeler("bit", BIT, num_classes=10, groups=4)[0]
+  info = pretrained.labeler_input("bit", BIT, labeler)
+  assert (info["resolution"], info["mean"], info["from"]["std"]) == (
+      224, [0.5, 0.5, 0.5], "BiT's published input")
+  labeler = pretrained.load_labeler("timm", TIMM, TIMM_ARCH)[0]
+  assert "no config.json" in pretrained.labeler_input("timm", TIMM, labeler)["from"]["mean"]
+
+
+def test_validate_options_names_a_bad_labeler_arch():
+  config = ml_collections.ConfigDict(dict(labeler_format="timm", labeler_arch="resnet50d"))
+  with pytest.raises(ValueError, match=r"teacher.labeler_arch='resnet50d': timm's 'resnet50d' "
+                                       "has a deep stem"):
+    pretrained.validate_options(config)
+  for arch in ("resnet200", "resnet:basic:1,1,1,1", ""):
+    config.labeler_arch = arch
+    pretrained.validate_options(config)
+  pretrained.validate_options(ml_collections.ConfigDict(dict(labeler_format="bit",
+                                                             labeler_arch="anything")))

@@ -339,17 +339,6 @@ def _source_key(path, reader):
   return key
 
 
-def _to_flax(value, ndim):
-  """OIHW → HWIO for convs, [out, in] (or a 1×1 conv's [O, I, 1, 1]) → [in, out] for Dense."""
-  if ndim == 4 and value.ndim == 4:
-    return weight_files.conv_kernel(value)
-  if ndim == 2 and value.ndim == 4 and value.shape[2:] == (1, 1):
-    value = value[:, :, 0, 0]
-  if ndim == 2 and value.ndim == 2:
-    return weight_files.linear_kernel(value)
-  return value             # biases, norms, or a misshapen tensor that check_shapes will name
-
-
 def convert(tensors, module, path):
   """Variables {'params': float32 numpy tree} of `module` from a diffusers state dict.
 
@@ -359,8 +348,9 @@ def convert(tensors, module, path):
   reader = weight_files.TensorReader(tensors, path)
   flat = {}
   for keypath, leaf in traverse_util.flatten_dict(expected).items():
-    ndim = len(leaf.shape)
-    flat["/".join(keypath)] = reader(_source_key(keypath, reader), lambda v: _to_flax(v, ndim))
+    # OIHW → HWIO for convs; [out, in] (or a 1×1 conv's [O, I, 1, 1]) → [in, out] for Dense.
+    layout = weight_files.pytorch_layout(leaf.shape, keypath[-1])
+    flat["/".join(keypath)] = reader(_source_key(keypath, reader), layout, shape=leaf.shape)
   reader.finish()
   params = weight_files.unflatten(flat)
   weight_files.check_shapes(params, expected, path)

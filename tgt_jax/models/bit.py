@@ -380,7 +380,8 @@ def load_bit_npz(path, depth=None, width=None, num_classes=None, **model_kwargs)
   model = BiTResNetV2(num_classes, stages, width, **model_kwargs)
   expected = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3)))["params"]
   reader = weight_files.TensorReader(tensors, path)
-  flat = {p: reader(_npz_key(p)) for p in traverse_util.flatten_dict(expected, sep="/")}
+  flat = {p: reader(_npz_key(p), shape=leaf.shape)
+          for p, leaf in traverse_util.flatten_dict(expected, sep="/").items()}
   reader.finish()
   params = weight_files.unflatten(flat)
   weight_files.check_shapes(params, expected, path)

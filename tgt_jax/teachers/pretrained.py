@@ -3,7 +3,9 @@
 The parts were trained on their own conventions, and the student sees the data's:
   * pixels: the student's images lie in the data's `pixel_range`; the autoencoder
     takes and returns [-1, 1]; each labeler declares its range and resolution
-    (`input_spec`), and its input is mapped and resized to it.
+    (`input_spec`), and its input is mapped and resized to it. A timm labeler's size,
+    mean and std are its config.json's (timm publishes one beside model.safetensors),
+    teacher.labeler_resolution replacing the size when > 0; the meta says which were used.
   * latents: E(x) is the autoencoder's scaled posterior mean, a [h/f, w/f, C] map
     (f = 2^(stages − 1)); TGT's exploration works on vectors, so E flattens it and
     G reshapes it back. `latent_dim` is h/f · w/f · C for the student's image size.
@@ -25,16 +27,45 @@ LABELER_FORMATS = ("bit", "timm")
 VAE_RANGE = (-1.0, 1.0)
 
 
+def validate_options(tconfig):
+  """The pretrained teacher's own config keys, checked before any file is read:
+  teacher.labeler_arch of a timm labeler ('' reads the architecture from its config.json)."""
+  if tconfig.get("labeler_format") == "timm" and tconfig.get("labeler_arch"):
+    try:
+      timm_resnet.parse_arch(tconfig.labeler_arch)
+    except ValueError as e:
+      raise ValueError(f"teacher.labeler_arch={tconfig.labeler_arch!r}: {e}") from None
+
+
 def load_labeler(fmt, path, arch=None, num_classes=None, dtype=jnp.float32, **kwargs):
   """(module, variables) of a published labeler: fmt 'bit' (an official .npz) or 'timm'
-  (`model.safetensors` of a timm ResNet, `arch` its name or fields)."""
+  (`model.safetensors` of a timm ResNet, `arch` its name, 'resnet:BLOCK:N,N,N,N' or fields;
+  None: the `architecture` of the config.json beside it)."""
   if fmt == "bit":
     return bit.load_bit_npz(path, num_classes=num_classes, dtype=dtype, **kwargs)
   if fmt == "timm":
-    if arch is None:
-      raise ValueError("A timm labeler needs its architecture (e.g. arch='resnet50').")
     return timm_resnet.load_timm_safetensors(path, arch, num_classes, dtype)
   raise ValueError(f"Unknown labeler format {fmt!r}; choose one of {list(LABELER_FORMATS)}.")
+
+
+def labeler_input(fmt, path, labeler, labeler_resolution=0):
+  """What the labeler is fed (size, mean, std) and where each value came from, for the meta:
+  a timm file's config.json or timm's ImageNet defaults, BiT's published input, and
+  teacher.labeler_resolution where it replaces the size."""
+  spec = at_resolution(labeler, labeler_resolution)
+  out = {"resolution": spec.resolution, "mean": list(spec.mean), "std": list(spec.std),
+         "value_range": list(spec.value_range)}
+  if fmt == "timm":
+    published = timm_resnet.published_input(path)
+    sources = dict(published.sources)
+    out.update(published_interpolation=published.interpolation,
+               published_crop_pct=published.crop_pct)   # recorded, not applied
+  else:
+    sources = dict.fromkeys(("resolution", "mean", "std"), "BiT's published input")
+  if labeler_resolution:
+    sources["resolution"] = "teacher.labeler_resolution"
+  out["from"] = sources
+  return out
 
 
 def _linear(images, source, target):
@@ -105,6 +136,7 @@ def load(vae_dir, labeler_format, labeler_path, image_shape, pixel_range, num_cl
 
   num_classes: the labeler head's size, checked against the file (None: the file's).
   parts: ("labeler",) skips the autoencoder (its files are not read).
+  meta["labeler_input"] says which size, mean and std the labeler is fed, and from where.
   """
   labeler, labeler_variables = load_labeler(labeler_format, labeler_path, arch, num_classes,
                                             dtype, **labeler_kwargs)
@@ -112,6 +144,8 @@ def load(vae_dir, labeler_format, labeler_path, image_shape, pixel_range, num_cl
           "labeler_format": labeler_format, "labeler_path": str(labeler_path),
           "num_classes": labeler.num_classes,
           "labeler_resolution": at_resolution(labeler, labeler_resolution).resolution,
+          "labeler_input": labeler_input(labeler_format, labeler_path, labeler,
+                                         labeler_resolution),
           "image_shape": list(image_shape), "pixel_range": [float(v) for v in pixel_range]}
   params = {"labeler": labeler_variables}
   vae = None
