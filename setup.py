@@ -24,6 +24,9 @@ INSTALL_REQUIRES = [
     "numpy>=2.0",
     # Published teacher weights (diffusers AutoencoderKL, timm) are read with numpy, no torch.
     "safetensors>=0.4",
+    # Published text encoders (all-MiniLM-L6-v2) ship their tokeniser as tokenizer.json;
+    # HF tokenizers runs it as published, without torch (tgt_jax.data.wordpiece).
+    "tokenizers>=0.23.3,<0.24",
 ]
 
 setuptools.setup(
