@@ -14,7 +14,7 @@ from tgt_jax.models.weight_files import WeightFileError
 
 HALF = os.path.join(os.path.dirname(__file__), "..", "fixtures", "pretrained", "timm_resnet_half")
 NUMPY_DTYPES = (np.float64, np.float32, np.float16, np.int64, np.int32, np.int16, np.int8,
-                np.uint64, np.uint32, np.uint16, np.uint8, np.bool_)
+                np.uint64, np.uint32, np.uint16, np.uint8, np.bool_, np.complex64)
 
 
 def _raw_file(tmp_path, header, data=b""):
@@ -54,21 +54,32 @@ def test_bf16_and_f16_fixtures_hold_half_precision_and_read_as_float32():
   assert reader("w").dtype == np.float32 and reader("w")[0] == np.float32(0.1)
 
 
-def test_an_integer_tensor_is_no_parameter():
-  reader = weight_files.TensorReader({"embeddings.position_ids": np.arange(4)}, "ids.safetensors")
-  with pytest.raises(WeightFileError, match=r"'embeddings.position_ids' is stored as int64, but "
-                                            "the model reads it as a floating-point parameter"):
-    reader("embeddings.position_ids")
+def test_integer_bool_and_complex_tensors_are_no_parameters():
+  tensors = {"embeddings.position_ids": np.arange(4), "mask": np.ones(2, bool),
+             "phase": np.ones(2, np.complex64)}
+  reader = weight_files.TensorReader(tensors, "ids.safetensors")
+  for key, dtype in (("embeddings.position_ids", "int64"), ("mask", "bool"),
+                     ("phase", "complex64")):
+    with pytest.raises(WeightFileError, match=rf"'{key}' is stored as {dtype}, but the model "
+                                              "reads it as a floating-point parameter"):
+      reader(key)
 
 
-def test_a_dtype_with_no_numpy_equivalent_is_refused_by_name(tmp_path):
+def test_eight_bit_floats_read_and_packed_ones_are_refused_by_name(tmp_path):
   header = {"__metadata__": {"format": "pt"},
-            "ok": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
-            "phase": {"dtype": "C64", "shape": [1], "data_offsets": [4, 12]}}
-  path = _raw_file(tmp_path, header, bytes(12))
-  with pytest.raises(WeightFileError, match=r"raw.safetensors.*tensor 'phase' is stored as C64, "
-                                            r"a dtype tgt_jax cannot read \(it reads F64, F32"):
-    weight_files.read_safetensors(path)
+            "e4m3": {"dtype": "F8_E4M3", "shape": [2], "data_offsets": [0, 2]},
+            "e5m2": {"dtype": "F8_E5M2", "shape": [1], "data_offsets": [2, 3]}}
+  tensors = weight_files.read_safetensors(_raw_file(tmp_path, header, bytes([0x38, 0xC0, 0x3C])))
+  reader = weight_files.TensorReader(tensors, "f8")
+  np.testing.assert_array_equal(reader("e4m3"), [1.0, -2.0])    # sign 1 bit, 4 exponent, 3 mantissa
+  np.testing.assert_array_equal(reader("e5m2"), [1.0])
+  header["packed"] = {"dtype": "F4", "shape": [2], "data_offsets": [3, 4]}
+  with pytest.raises(WeightFileError, match=r"raw.safetensors.*tensor 'packed' is stored as F4 "
+                                            r"\(packed below a byte\); tgt_jax reads F64, F32"):
+    weight_files.read_safetensors(_raw_file(tmp_path, header, bytes(4)))
+  header["packed"]["dtype"] = "Q2K"
+  with pytest.raises(WeightFileError, match=r"'packed' is stored as Q2K \(unknown to tgt_jax\)"):
+    weight_files.read_safetensors(_raw_file(tmp_path, header, bytes(4)))
 
 
 @pytest.mark.parametrize("header,data,match", [

@@ -14,9 +14,9 @@ safetensors are parsed here (an 8-byte header length, a JSON header, raw little-
 data), not by safetensors' numpy API, which knows no bfloat16: recent releases are
 published in BF16. Every dtype numpy or ml_dtypes has is read in its stored dtype
 (BF16 as ml_dtypes.bfloat16, I64 for position ids and BatchNorm counters, ...);
-the reader hands every parameter over as float32 and refuses an integer or bool
-tensor where the model wants a parameter. A dtype with no numpy equivalent
-(complex, 4/6-bit floats, F8_E8M0) is refused by name. Files are read with numpy
+the reader hands every parameter over as float32 and refuses an integer, bool or
+complex tensor where the model wants a parameter. The 4- and 6-bit floats, packed
+below a byte, and names safetensors may add later are refused by name. Files are read with numpy
 only (no torch, no TensorFlow), from local paths or any path etils understands (gs://).
 """
 
@@ -55,14 +55,18 @@ def read_json(path):
 
 
 # safetensors' dtype names → numpy's (ml_dtypes' for the narrow floats). All little-endian.
-SAFETENSORS_DTYPES = {
+_FLOAT_DTYPES = {
     "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
     "F8_E4M3": ml_dtypes.float8_e4m3fn, "F8_E5M2": ml_dtypes.float8_e5m2,
-    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8,
-    "U64": np.uint64, "U32": np.uint32, "U16": np.uint16, "U8": np.uint8, "BOOL": np.bool_,
+    "F8_E4M3FNUZ": ml_dtypes.float8_e4m3fnuz, "F8_E5M2FNUZ": ml_dtypes.float8_e5m2fnuz,
+    "F8_E8M0": ml_dtypes.float8_e8m0fnu,
 }
-_FLOATS = {np.dtype(t) for t in (np.float64, np.float32, np.float16, ml_dtypes.bfloat16,
-                                 ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e5m2)}
+SAFETENSORS_DTYPES = dict(
+    _FLOAT_DTYPES, I64=np.int64, I32=np.int32, I16=np.int16, I8=np.int8, U64=np.uint64,
+    U32=np.uint32, U16=np.uint16, U8=np.uint8, BOOL=np.bool_, C64=np.complex64)
+_FLOATS = {np.dtype(t) for t in _FLOAT_DTYPES.values()}
+# Packed below a byte (two F4 per byte, ...): numpy has no such layout to view them in.
+_PACKED = ("F4", "F6_E2M3", "F6_E3M2")
 
 
 class _Unreadable(Exception):
@@ -111,8 +115,9 @@ def parse_safetensors(data, path="<bytes>"):
                           f"({len(data)} bytes; truncated?): {e}.") from None
   for name, value in tensors.items():
     if isinstance(value, str):
-      raise WeightFileError(f"{str(path)!r}: tensor {name!r} is stored as {value}, a dtype "
-                            f"tgt_jax cannot read (it reads {', '.join(SAFETENSORS_DTYPES)}).")
+      why = "packed below a byte" if value in _PACKED else "unknown to tgt_jax"
+      raise WeightFileError(f"{str(path)!r}: tensor {name!r} is stored as {value} ({why}); "
+                            f"tgt_jax reads {', '.join(SAFETENSORS_DTYPES)}.")
   return tensors
 
 
