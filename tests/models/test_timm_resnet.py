@@ -216,6 +216,19 @@ def test_without_config_json_imagenet_defaults_are_named():
     timm_resnet.load_timm_safetensors(_file("basic"))
 
 
+def test_a_key_config_json_lacks_takes_the_imagenet_default_and_says_so(tmp_path):
+  directory = tmp_path / "resnet26"
+  shutil.copytree(RESNET26, directory)
+  config = json.loads((directory / "config.json").read_text())
+  del config["pretrained_cfg"]["mean"]
+  (directory / "config.json").write_text(json.dumps(config))
+  published = timm_resnet.published_input(str(directory / "model.safetensors"))
+  assert published.spec.mean == timm_resnet.IMAGENET_MEAN and published.spec.std[0] == 0.15
+  assert "ImageNet default" in published.sources["mean"] and "has no mean" in published.sources[
+      "mean"]
+  assert published.sources["std"] == str(directory / "config.json")
+
+
 @pytest.mark.parametrize("change,match", [
     (dict(mean=[0.5, 0.5]), r"pretrained_cfg.mean = \[0.5, 0.5\] is not three numbers"),
     (dict(std=[0.2, 0.0, 0.2]), r"pretrained_cfg.std = .* each > 0"),

@@ -229,44 +229,50 @@ def config_path(weights_path):
   return epath.Path(weights_path).parent / CONFIG_FILE
 
 
+_DEFAULTS = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD,
+             "input_size": (3, TIMM_INPUT.resolution, TIMM_INPUT.resolution)}
+
+
+def _checked(path, key, value):
+  """A pretrained_cfg value as tgt_jax uses it (input_size → its side), or an error naming it."""
+  if key == "input_size":
+    if (isinstance(value, (list, tuple)) and len(value) == 3 and value[0] == 3 and
+        isinstance(value[1], int) and value[1] >= 1 and value[1] == value[2]):
+      return value[1]
+    raise weight_files.WeightFileError(
+        f"{str(path)!r}: pretrained_cfg.input_size = {value!r}; tgt_jax's labelers take square "
+        "RGB input, [3, S, S].")
+  if (isinstance(value, (list, tuple)) and len(value) == 3 and
+      all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value) and
+      (key != "std" or min(value) > 0)):
+    return tuple(float(v) for v in value)
+  raise weight_files.WeightFileError(
+      f"{str(path)!r}: pretrained_cfg.{key} = {value!r} is not three numbers (one per RGB "
+      "channel" + (", each > 0)." if key == "std" else ")."))
+
+
 def published_input(weights_path):
   """PublishedInput of the config.json next to `weights_path`; ImageNet's mean and std at
   224 px where there is none (or a key is absent). A value tgt_jax cannot use is named."""
   path = config_path(weights_path)
-  default = "timm's ImageNet default (no config.json beside the weights)"
   if not path.exists():
-    return PublishedInput(TIMM_INPUT, dict(resolution=default, mean=default, std=default))
+    default = "timm's ImageNet default (no config.json beside the weights)"
+    return PublishedInput(TIMM_INPUT, dict.fromkeys(("resolution", "mean", "std"), default))
   config = weight_files.read_json(path)
-  if not isinstance(config, dict):
-    raise weight_files.WeightFileError(f"{str(path)!r} is not a JSON object.")
-  cfg = config.get("pretrained_cfg", config)     # old single-dict configs hold it at the top
-  if not isinstance(cfg, dict):
-    raise weight_files.WeightFileError(f"{str(path)!r}: pretrained_cfg is not a JSON object.")
-  absent = f"timm's ImageNet default ({str(path)!r} has no pretrained_cfg."
-  sources, values = {}, {}
-  for key, fallback in (("mean", IMAGENET_MEAN), ("std", IMAGENET_STD)):
-    value = cfg.get(key)
-    sources[key] = str(path) if value is not None else absent + key + ")"
-    value = fallback if value is None else value
-    if (not isinstance(value, (list, tuple)) or len(value) != 3 or
-        not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value) or
-        (key == "std" and min(value) <= 0)):
-      raise weight_files.WeightFileError(
-          f"{str(path)!r}: pretrained_cfg.{key} = {value!r} is not three numbers (one per RGB "
-          "channel" + (", each > 0)." if key == "std" else ")."))
-    values[key] = tuple(float(v) for v in value)
-  size = cfg.get("input_size")
-  sources["resolution"] = str(path) if size is not None else absent + "input_size)"
-  size = (3, TIMM_INPUT.resolution, TIMM_INPUT.resolution) if size is None else size
-  if (not isinstance(size, (list, tuple)) or len(size) != 3 or tuple(size[:1]) != (3,) or
-      size[1] != size[2] or not isinstance(size[1], int) or size[1] < 1):
-    raise weight_files.WeightFileError(
-        f"{str(path)!r}: pretrained_cfg.input_size = {size!r}; tgt_jax's labelers take square "
-        "RGB input, [3, S, S].")
-  classes = config.get("num_classes", cfg.get("num_classes"))
-  spec = InputSpec(resolution=size[1], value_range=TIMM_INPUT.value_range, **values)
+  cfg = config.get("pretrained_cfg", config) if isinstance(config, dict) else None
+  if not isinstance(cfg, dict):      # old single-dict configs hold pretrained_cfg's keys on top
+    raise weight_files.WeightFileError(f"{str(path)!r}: no pretrained_cfg JSON object.")
+  values, sources = {}, {}
+  for key, default in _DEFAULTS.items():
+    given = cfg.get(key)
+    values[key] = _checked(path, key, default if given is None else given)
+    sources["resolution" if key == "input_size" else key] = (
+        str(path) if given is not None else f"timm's ImageNet default ({str(path)!r} has no {key})")
+  spec = InputSpec(resolution=values["input_size"], value_range=TIMM_INPUT.value_range,
+                   mean=values["mean"], std=values["std"])
   return PublishedInput(spec, sources, config.get("architecture", cfg.get("architecture")),
-                        classes, cfg.get("interpolation"), cfg.get("crop_pct"))
+                        config.get("num_classes", cfg.get("num_classes")),
+                        cfg.get("interpolation"), cfg.get("crop_pct"))
 
 
 def _state_key(collection, flax_path):

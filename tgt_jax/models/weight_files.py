@@ -16,15 +16,15 @@ published in BF16. Every dtype numpy or ml_dtypes has is read in its stored dtyp
 (BF16 as ml_dtypes.bfloat16, I64 for position ids and BatchNorm counters, ...);
 the reader hands every parameter over as float32 and refuses an integer, bool or
 complex tensor where the model wants a parameter. The 4- and 6-bit floats, packed
-below a byte, and names safetensors may add later are refused by name. Files are read with numpy
-only (no torch, no TensorFlow), from local paths or any path etils understands (gs://).
+below a byte, and names safetensors may add later are refused by name. Files are read
+with numpy only (no torch, no TensorFlow), from local paths or any path etils
+understands (gs://).
 """
 
 import dataclasses
 import io
 import json
 import math
-import sys
 from typing import Tuple
 
 import jax
@@ -84,7 +84,7 @@ def _tensor(data, start, name, info):
   if dtype not in SAFETENSORS_DTYPES:
     return dtype
   count = math.prod(shape)
-  numpy_dtype = np.dtype(SAFETENSORS_DTYPES[dtype])
+  numpy_dtype = np.dtype(SAFETENSORS_DTYPES[dtype]).newbyteorder("<")
   if end - begin != count * numpy_dtype.itemsize:
     raise _Unreadable(f"tensor {name!r} ({dtype} {tuple(shape)}) has data_offsets "
                       f"[{begin}, {end}], not {count * numpy_dtype.itemsize} bytes")
@@ -95,7 +95,6 @@ def _tensor(data, start, name, info):
 
 def parse_safetensors(data, path="<bytes>"):
   """{name: np.ndarray} of a safetensors file's bytes, each array in its stored dtype."""
-  assert sys.byteorder == "little", "safetensors data is little-endian"
   try:
     if len(data) < 8:
       raise _Unreadable("shorter than the 8-byte header length")
@@ -179,7 +178,7 @@ class TensorReader:
       return None
     self._used.add(key)
     stored = np.asarray(self.tensors[key])
-    if stored.dtype not in _FLOATS:
+    if stored.dtype.newbyteorder("=") not in _FLOATS:
       raise WeightFileError(f"{self.path!r}: tensor {key!r} is stored as {stored.dtype}, but the "
                             "model reads it as a floating-point parameter (a quantised file?).")
     value = stored.astype(np.float32)
