@@ -181,6 +181,18 @@ def test_missing_and_unused_tensors(tmp_path):
               "pos_embed.pos_embed": np.zeros((2,), np.float32)})
 
 
+def test_embedder_stored_once_is_shared(tmp_path):
+  """A file that keeps the (repeated) timestep/label embedder in block 0 only still loads."""
+  directory = _copy(tmp_path)
+  tensors = {k: v for k, v in _tensors().items()
+             if not k.startswith("transformer_blocks.1.norm1.emb.")}
+  st_numpy.save_file(tensors, str(directory / dit.WEIGHTS_FILE))
+  params = dit.load(directory)[2]["params"]
+  first, second = (params[f"transformer_blocks_{i}"]["norm1"]["emb"] for i in (0, 1))
+  for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(second)):
+    np.testing.assert_array_equal(a, b)
+
+
 def test_wrong_shape(tmp_path):
   directory = _copy(tmp_path)
   tensors = _tensors()

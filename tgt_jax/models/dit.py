@@ -9,8 +9,9 @@ renaming alone (`transformer_blocks_3/attn1/to_out_0/kernel` ↔
     (diffusers' downscale_freq_shift = 1, not the original DiT's /128), cos before sin;
   * the 2-D sincos position embedding: per token (row i, column j) the first half of
     the width encodes the column j, the second half the row i, each as [sin, cos];
-  * every block owns a copy of the timestep/label embedder (published files repeat it),
-    and the final layer's modulation uses block 0's;
+  * every block owns a copy of the timestep/label embedder (diffusers' files repeat it;
+    a file holding block 0's alone shares it), and the final layer's modulation uses
+    block 0's;
   * AdaLN-zero chunks the 6·width modulation as shift, scale, gate (attention), then
     shift, scale, gate (MLP); LayerNorms have no affine, eps 1e-6 before attention and
     the config's norm_eps (1e-5) before the MLP;
@@ -343,14 +344,20 @@ def abstract_params(module):
 
 
 _INDEXED = re.compile(r"^(transformer_blocks|to_out|net)_(\d+)$")
+_OTHER_EMBEDDER = re.compile(r"^transformer_blocks\.[1-9]\d*\.norm1\.emb\.")
 _LEAVES = {"kernel": "weight", "bias": "bias", "embedding": "weight"}
 
 
-def _source_key(path):
-  """diffusers' name of the Flax parameter at `path` (ff's proj sits at net.0.proj)."""
+def _source_key(path, shared_embedder=False):
+  """diffusers' name of the Flax parameter at `path` (ff's proj sits at net.0.proj).
+
+  With `shared_embedder` every block's timestep/label embedder is read from block 0's.
+  """
   modules = [_INDEXED.sub(r"\1.\2", p) for p in path[:-1]]
   if modules[-2:-1] == ["ff"] and modules[-1] == "proj":
     modules = modules[:-1] + ["net.0", "proj"]
+  if shared_embedder and modules[0].startswith("transformer_blocks.") and modules[2:3] == ["emb"]:
+    modules[0] = "transformer_blocks.0"
   return ".".join(modules + [_LEAVES[path[-1]]])
 
 
@@ -367,14 +374,17 @@ def convert(tensors, module, path):
   """Variables {'params': float32 numpy tree} of `module` from a diffusers DiT state dict.
 
   Every missing and every unused tensor is reported at once, then any shape mismatch.
+  Published files repeat the embedder in every block; a file that holds it in block 0
+  alone (no block's `norm1.emb` beyond 0) shares that one.
   """
   expected = abstract_params(module)
   reader = weight_files.TensorReader(tensors, path)
+  shared = not any(_OTHER_EMBEDDER.match(k) for k in tensors)
   flat = {}
   for keypath, leaf in traverse_util.flatten_dict(expected).items():
     ndim = len(leaf.shape)
     transform = (lambda v: v) if keypath[-1] == "embedding" else (lambda v, n=ndim: _to_flax(v, n))
-    flat["/".join(keypath)] = reader(_source_key(keypath), transform)
+    flat["/".join(keypath)] = reader(_source_key(keypath, shared), transform)
   reader.finish()
   params = weight_files.unflatten(flat)
   weight_files.check_shapes(params, expected, path)
