@@ -148,13 +148,14 @@ def test_exact_noise_leads_sample_and_sdedit_to_the_example():
 def test_sdedit_timesteps_and_noise_level():
   """diffusers' img2img rule: int(n·strength) steps, the tail of set_timesteps(n)."""
   schedule = _schedule()
-  np.testing.assert_array_equal(diffusion.sdedit_timesteps(schedule, 10, 0.5), [400, 300, 200, 100, 0])
-  np.testing.assert_array_equal(diffusion.sdedit_timesteps(schedule, 10, 1.0), schedule.timesteps(10))
-  assert len(diffusion.sdedit_timesteps(schedule, 50, 0.25)) == 12
+  tail = functools.partial(diffusion.sdedit_timesteps, schedule)
+  np.testing.assert_array_equal(tail(10, 0.5), [400, 300, 200, 100, 0])
+  np.testing.assert_array_equal(tail(10, 1.0), schedule.timesteps(10))
+  assert len(tail(50, 0.25)) == 12
   x0, noise = jnp.ones((2, 1, 1, 1)), jnp.full((2, 1, 1, 1), -1.0)
   alpha = schedule.alphas_cumprod()[[999, 10]]
-  np.testing.assert_allclose(diffusion.add_noise(schedule, x0, noise, jnp.array([999, 10]))[:, 0, 0, 0],
-                             np.sqrt(alpha) - np.sqrt(1 - alpha), rtol=1e-6)
+  noised = diffusion.add_noise(schedule, x0, noise, jnp.array([999, 10]))
+  np.testing.assert_allclose(noised[:, 0, 0, 0], np.sqrt(alpha) - np.sqrt(1 - alpha), rtol=1e-6)
 
 
 def test_sdedit_noises_to_the_strengths_level():

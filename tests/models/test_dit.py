@@ -174,9 +174,9 @@ def test_missing_and_unused_tensors(tmp_path):
     dit.load(directory)
 
   assert_names_missing_and_unused(
-      load, _tensors(), missing=["proj_out_1.weight",
-                                 "transformer_blocks.1.norm1.emb.class_embedder.embedding_table.weight",
-                                 "transformer_blocks.0.ff.net.0.proj.bias"],
+      load, _tensors(),
+      missing=["proj_out_1.weight", "transformer_blocks.0.ff.net.0.proj.bias",
+               "transformer_blocks.1.norm1.emb.class_embedder.embedding_table.weight"],
       unused={"transformer_blocks.2.attn1.to_q.weight": np.zeros((2,), np.float32),
               "pos_embed.pos_embed": np.zeros((2,), np.float32)})
 

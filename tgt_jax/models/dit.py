@@ -140,7 +140,8 @@ def timestep_features(t, features=TIME_FEATURES):
   on the backend's exp; t·f at t ≈ 1000 keeps float32's few-1e-5 absolute precision.
   """
   half = features // 2
-  exponent = (np.float32(-math.log(10000)) * np.arange(half, dtype=np.float32)) / np.float32(half - 1)
+  exponent = np.float32(-math.log(10000)) * np.arange(half, dtype=np.float32)
+  exponent = exponent / np.float32(half - 1)
   freqs = np.exp(exponent.astype(np.float64)).astype(np.float32)
   args = jnp.asarray(t, jnp.float32)[:, None] * freqs[None, :]
   return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
