@@ -138,6 +138,13 @@ def test_hf_layouts_load_the_same_parameters(tmp_path):
     np.testing.assert_array_equal(value, want[path], err_msg=jax.tree_util.keystr(path))
 
 
+def test_longer_than_the_position_table():
+  module, variables, _, _ = _tiny()
+  ids = np.ones((1, 65), np.int32)
+  with pytest.raises(ValueError, match="65 tokens exceed the model's 64 positions"):
+    jax.eval_shape(module.apply, variables, ids, ids)
+
+
 def test_bfloat16_compute_stays_close():
   module, variables, _, tokenizer = _tiny()
   ref = _reference("bert_tiny")

@@ -13,10 +13,10 @@ length. A text longer than that length is an error, not a silent second truncati
 """
 
 import json
-import os
 
 import numpy as np
 import tokenizers
+from etils import epath
 
 
 class WordPieceTokenizer:
@@ -25,16 +25,16 @@ class WordPieceTokenizer:
 
   def __init__(self, path, max_length):
     path = str(path)
-    if not os.path.isfile(path):
+    if not epath.Path(path).is_file():
       raise FileNotFoundError(f"Tokenizer file {path!r} does not exist.")
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
       raise ValueError(f"max_length={max_length!r} must be an integer ≥ 2 ([CLS] and [SEP]).")
+    content = epath.Path(path).read_text()       # local or gs://, like the weights
     try:
-      tokenizer = tokenizers.Tokenizer.from_file(path)
+      tokenizer = tokenizers.Tokenizer.from_str(content)
+      padding = json.loads(content).get("padding") or {}
     except Exception as e:  # pylint: disable=broad-except  (the Rust reader raises its own types)
       raise ValueError(f"{path!r} is not a readable tokenizer.json: {e}") from None
-    with open(path, encoding="utf-8") as f:
-      padding = json.load(f).get("padding") or {}
     self.pad_id = int(padding.get("pad_id", tokenizer.token_to_id("[PAD]") or 0))
     tokenizer.no_padding()
     tokenizer.enable_truncation(max_length)

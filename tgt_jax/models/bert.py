@@ -43,7 +43,7 @@ _NORM_EPS = 1e-12            # torch.nn.functional.normalize's
 _HF_DEFAULTS = dict(
     vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
     intermediate_size=3072, hidden_act="gelu", max_position_embeddings=512, type_vocab_size=2,
-    layer_norm_eps=1e-12, pad_token_id=0, position_embedding_type="absolute",
+    layer_norm_eps=1e-12, position_embedding_type="absolute",
     is_decoder=False, add_cross_attention=False)
 # Tensors a sentence encoder does not read: the [CLS] pooler, masked-LM / NSP heads, buffers.
 _UNUSED = re.compile(r"^(bert\.)?(pooler\.|embeddings\.position_ids$|embeddings\.token_type_ids$)"
