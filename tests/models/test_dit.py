@@ -109,6 +109,33 @@ def test_configs_read_as_diffusers_does():
   assert config.norm_eps == 1e-5 and config.activation_fn == "gelu-approximate"
 
 
+def test_dit_xl_2_from_its_hub_config():
+  """DiT-XL-2-256's transformer/config.json (old class name, Transformer2DModel's extra keys)
+  is DiTConfig()'s defaults. The parameters: the paper's 675,129,632 less the fixed
+  position table (256 × 1152, a constant here) plus 27 more copies of the 2,777,472-parameter
+  embedder (diffusers' layout repeats it in all 28 blocks)."""
+  hub = {"_class_name": "Transformer2DModel", "_diffusers_version": "0.12.0.dev0",
+         "activation_fn": "gelu-approximate", "attention_bias": True, "attention_head_dim": 72,
+         "cross_attention_dim": None, "dropout": 0.0, "in_channels": 4,
+         "norm_elementwise_affine": False, "norm_num_groups": 32, "norm_type": "ada_norm_zero",
+         "num_attention_heads": 16, "num_embeds_ada_norm": 1000, "num_layers": 28,
+         "num_vector_embeds": None, "only_cross_attention": False, "out_channels": 8,
+         "patch_size": 2, "sample_size": 32, "upcast_attention": False,
+         "use_linear_projection": False}
+  config = dit.DiTConfig.from_diffusers(hub)
+  assert config == dit.DiTConfig() and config.width == 1152 and config.null_class == 1000
+  params = sum(x.size for x in jax.tree.leaves(dit.abstract_params(dit.DiT(config))))
+  assert params == 675_129_632 - 256 * 1152 + 27 * 2_777_472, params
+
+
+def test_labels_outside_the_table_give_nan():
+  _, module, variables = _loaded()
+  ref = _reference()
+  noise, _ = _run(module, variables, ref["model_x"], ref["model_t"],
+                  np.array([11, -1, 10, 0, 3], np.int32))
+  assert np.isnan(np.asarray(noise[:2])).all() and np.isfinite(np.asarray(noise[2:])).all()
+
+
 def test_position_and_timestep_embeddings():
   """Layouts the equality depends on, checked on values that can be worked out by hand."""
   pos = dit.position_embedding(8, 3)             # 9 tokens, 2 frequencies per half-quarter

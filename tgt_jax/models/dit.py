@@ -281,8 +281,9 @@ class Block(nn.Module):
 class DiT(nn.Module):
   """(noisy latent NHWC, timestep [B], label [B]) → (noise, learned-σ channels), both NHWC float32.
 
-  Labels run from 0 to num_classes, the last being the null class; timesteps may be
-  integer or fractional. With out_channels == in_channels the second output has 0 channels.
+  Labels run from 0 to num_classes, the last being the null class (others give NaN);
+  timesteps may be integer or fractional. With out_channels == in_channels the second
+  output has 0 channels.
   """
   config: DiTConfig
   dtype: Any = jnp.float32
@@ -296,6 +297,8 @@ class DiT(nn.Module):
                        f"{cfg.sample_size}x{cfg.sample_size} latents (its sample_size).")
     t = jnp.broadcast_to(jnp.asarray(t), (b,))
     labels = jnp.broadcast_to(jnp.asarray(labels, jnp.int32), (b,))
+    # A label outside [0, num_classes] reads past the table, which gives NaN (never a wrap).
+    labels = jnp.where((labels < 0) | (labels > cfg.num_classes), cfg.num_classes + 1, labels)
     grid = cfg.sample_size // p
     h = PatchEmbed(cfg.width, p, self.dtype, name="pos_embed")(x.astype(self.dtype))
     h = h + jnp.asarray(position_embedding(cfg.width, grid), self.dtype)[None]
