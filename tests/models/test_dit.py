@@ -110,8 +110,8 @@ def test_configs_read_as_diffusers_does():
 
 
 def test_dit_xl_2_from_its_hub_config():
-  """DiT-XL-2-256's transformer/config.json (old class name, Transformer2DModel's extra keys)
-  is DiTConfig()'s defaults. The parameters: the paper's 675,129,632 less the fixed
+  """DiT-XL-2-256's transformer/config.json as we recall it (old class name, Transformer2DModel's
+  extra keys; not checked against the hub from here) is DiTConfig()'s defaults. The parameters: the paper's 675,129,632 less the fixed
   position table (256 × 1152, a constant here) plus 27 more copies of the 2,777,472-parameter
   embedder (diffusers' layout repeats it in all 28 blocks)."""
   hub = {"_class_name": "Transformer2DModel", "_diffusers_version": "0.12.0.dev0",
