@@ -163,26 +163,16 @@ def test_sdedit_noises_to_the_strengths_level():
   x₀ plus noise of standard deviation √((1 − ᾱ)/ᾱ) at the first timestep (400 here)."""
   schedule = _schedule()
   x0 = jnp.full((4, 32, 32, 4), 0.5)
-  out = _run_fast(lambda key: diffusion.sdedit(
+  run = jax.jit(lambda key: diffusion.sdedit(
       lambda x, t, y: jnp.zeros_like(x), x0, jnp.zeros((4,), jnp.int32), 0.5, 10, 1.0, key,
-      null_class=1, schedule=schedule), jax.random.key(0))
+      null_class=1, schedule=schedule)).lower(jax.random.key(0)).compile(FAST_COMPILE)
+  out, again, other = run(jax.random.key(0)), run(jax.random.key(0)), run(jax.random.key(1))
+  np.testing.assert_array_equal(again, out)                       # a function of the key
+  assert np.abs(np.asarray(other) - np.asarray(out)).max() > 0.1
   alpha = schedule.alphas_cumprod()[400]
   spread = np.std(np.asarray(out) - 0.5) / np.sqrt((1 - alpha) / alpha)
   assert abs(spread - 1) < 0.03, spread
   assert abs(np.mean(np.asarray(out)) - 0.5) < 0.03 * np.sqrt((1 - alpha) / alpha)
-
-
-def test_sdedit_with_the_dit_is_deterministic_per_key():
-  _, module, variables = _dit()
-  x0 = jax.random.normal(jax.random.key(3), (2, 8, 8, 4))
-  run = jax.jit(lambda key: diffusion.sdedit(
-      dit.noise_fn(module, variables), x0, jnp.array([4, module.config.null_class]), 0.5, 4,
-      2.0, key, null_class=module.config.null_class, schedule=_schedule(), eta=0.5))
-  run = run.lower(jax.random.key(0)).compile(FAST_COMPILE)
-  a, b, c = run(jax.random.key(0)), run(jax.random.key(0)), run(jax.random.key(1))
-  assert a.shape == x0.shape and np.all(np.isfinite(a))
-  np.testing.assert_array_equal(a, b)
-  assert np.abs(np.asarray(a) - np.asarray(c)).max() > 1e-3
 
 
 @pytest.mark.parametrize("key,value", [
