@@ -3,7 +3,7 @@
 How a diffusion teacher makes x': SDEdit noises a real example's latent to a chosen
 level and denoises it under a class label, so the sample stays near the example (small
 strength) or drifts to a fresh one of that class (strength 1). The schedule is read
-from a diffusers `scheduler_config.json` and follows diffusers' DDIMScheduler exactly:
+from a diffusers `scheduler_config.json` and follows diffusers' DDIMScheduler step for step:
   * β linear or scaled_linear in float32 as torch.linspace defines it (from both ends),
     ᾱ accumulated in float64 and rounded once, as torch's CPU cumprod does: ᾱ is then
     within 3e-7 (relative) of diffusers' (torch's vectorised linspace rounds a few β
@@ -14,7 +14,8 @@ from a diffusers `scheduler_config.json` and follows diffusers' DDIMScheduler ex
 `noise_fn(x, t, labels) → ε` is any denoiser (models/dit.py's `noise_fn`): x NHWC
 float32, t int32 [B], labels int32 [B]. Guidance runs it once on [x; x] with
 [labels; null] and returns uncond + g·(cond − uncond); g = 1 runs it once, unguided.
-Everything jits with num_steps, guidance, strength and eta static (Python numbers).
+Everything jits with num_steps, strength and eta static (Python numbers); guidance may be
+a traced value (then the doubled batch always runs).
 """
 
 import dataclasses
