@@ -1,6 +1,11 @@
-"""Where batches come from: in-memory data (digits, WordNet) or a TFDS pipeline.
+"""Where batches come from: in-memory data (digits, WordNet) or a TFDS dataset.
 
-Both sources offer the same things, so every task has one code path:
+Three sources: MemorySource; RandomAccessSource (random_access.py) for a TFDS
+dataset prepared as ArrayRecord, read by index per batch (e.g. fashion_mnist_debian,
+which a job prepares from local files when it is missing: fashion_mnist.py); and
+TfdsSource, tf.data streams over one prepared as tfrecord. config.data.reader
+(auto | random_access | tf_data) picks between the last two; auto goes by the
+prepared file format. All offer the same things, so every task has one code path:
   labelled_batches(start_step)    this process's rows of each global batch of the
                                   labelled subset (`with_subset=True`)
   unlabelled_batches(size, start_step)   rows of the whole train split, inputs only
@@ -10,8 +15,9 @@ Both sources offer the same things, so every task has one code path:
 plus num_classes, image_shape, pixel_range, input_dtype, the vocabulary of a text
 dataset (else None) and the labelled subset's per-class counts.
 
-Digits batches are a pure function of (seed, step), so a resumed run replays them
-exactly; TFDS streams are re-seeded from (seed, start step) (tfds_input.py).
+In-memory and random-access batches are a pure function of (seed, step), so a
+resumed run replays them exactly; TFDS streams are re-seeded from (seed, start
+step) (tfds_input.py).
 """
 
 import itertools
@@ -33,7 +39,23 @@ def make_source(config, with_subset=True):
   """
   if config.data.name in IN_MEMORY:
     return MemorySource(config, with_subset)
+  # pylint: disable=g-import-not-at-top  (TensorFlow, only for TFDS data)
+  from tgt_jax.data import fashion_mnist, random_access, tfds_input
+  spec = tfds_input.spec_from_config(config.data)
+  if spec.name == fashion_mnist.NAME:      # built here from local files, like tfds.load would
+    fashion_mnist.prepare_if_missing(spec.data_dir, spec.raw_dir or None)
+  try:
+    reader = tfds_input.reader_of(spec)
+  except tfds_input.tfds.core.DatasetNotFoundError as e:
+    raise _unknown_dataset(config.data.name, e) from None
+  if reader == "random_access":
+    return random_access.RandomAccessSource(config, spec, with_subset)
   return TfdsSource(config, with_subset)
+
+
+def _unknown_dataset(name, error):
+  return ValueError(f"Unknown dataset name {name!r}: not one of the in-memory datasets "
+                    f"{list(IN_MEMORY)} nor a TFDS dataset ({error}).")
 
 
 def student_subset(config, train_split, num_classes):
@@ -127,11 +149,11 @@ class TfdsSource:
     self.tfds_input = tfds_input
     self.config = config
     self.spec = tfds_input.spec_from_config(config.data)
+    tfds_input.check_tf_data(self.spec)
     try:
       meta = tfds_input.info(self.spec)
     except tfds_input.tfds.core.DatasetNotFoundError as e:
-      raise ValueError(f"Unknown dataset name {config.data.name!r}: not one of the in-memory "
-                       f"datasets {list(IN_MEMORY)} nor a TFDS dataset ({e}).") from None
+      raise _unknown_dataset(config.data.name, e) from None
     self.step_augment = "none"      # tf.data augments (config.data.augment names its recipe)
     self.input_dtype, self.vocabulary, self.class_names = "float32", None, None
     self.num_classes, self.image_shape = meta.num_classes, tuple(meta.image_shape)

@@ -1,5 +1,9 @@
 """TFDS image-classification input pipelines: per-process shards, host-RAM-safe.
 
+The tf.data reader, for datasets prepared as tfrecord. One prepared as ArrayRecord
+(tf.data cannot read it) is read by index instead (random_access.py); `reader_of`
+says which, from config.data.reader ("auto": by the prepared file format).
+
 Any TFDS dataset with 'image' and 'label' features (cifar10, imagenet2012,
 imagenet_lt, places365_small, ...), chosen by `config.data` (see `spec_from_config`).
 
@@ -32,10 +36,13 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from tgt_jax.data import fashion_mnist  # pylint: disable=unused-import  (registers its builder)
 from tgt_jax.data import tfds_preprocess
 from tgt_jax.data import tfds_subsets
 
 _SKIP_IMAGE = {"image": tfds.decode.SkipDecoding()}  # decode after filtering and shuffling
+READERS = ("auto", "tf_data", "random_access")
+IN_STEP_AUGMENTS = ("none", "shift", "flip_shift")   # random_access: augment.py, in the step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +69,10 @@ class TfdsSpec:
   head_count: int = 0                    # (long-tail head class size; 0 → smallest class)
   index_file: str = ""                   # ... the examples listed in this file (tfds_subsets.py)
   index_key: str = "tfds_id"             # the feature the subset's ids name
+  num_labels: int = 0                    # ... or this many labels in proportion to the classes
+  reader: str = "auto"                   # READERS: tf_data | random_access | auto (file format)
+  validation_size: int = 0               # random_access: a stratified held-out part of train
+  raw_dir: str = ""                      # fashion_mnist_debian: its idx files ("" → Debian's)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,8 +106,12 @@ def spec_from_config(data_config):
 def _check(spec):
   def bad(key, why):
     raise ValueError(f"config.data.{key}={getattr(spec, key)!r}: {why}.")
-  if spec.augment not in tfds_preprocess.AUGMENTS:
-    bad("augment", f"unknown augment; choose one of {list(tfds_preprocess.AUGMENTS)}")
+  if spec.reader not in READERS:
+    bad("reader", f"choose one of {list(READERS)}")
+  augments = {"tf_data": tfds_preprocess.AUGMENTS, "random_access": IN_STEP_AUGMENTS}.get(
+      spec.reader, tuple(dict.fromkeys(tfds_preprocess.AUGMENTS + IN_STEP_AUGMENTS)))
+  if spec.augment not in augments:
+    bad("augment", f"unknown augment; choose one of {list(augments)}")
   if spec.image_size <= 0:
     bad("image_size", "must be > 0")
   if spec.channels not in (1, 3):
@@ -113,8 +128,28 @@ def _check(spec):
     bad("shuffle_buffer", "must be >= 1")
   if not spec.eval_splits or not all(isinstance(v, str) for v in spec.eval_splits.values()):
     bad("eval_splits", "must map names to TFDS split strings, e.g. {'test': 'test'}")
-  if spec.index_file and (spec.labels_per_class or spec.imbalance):
-    bad("index_file", "set index_file, labels_per_class or imbalance, not several")
+  if spec.index_file and (spec.labels_per_class or spec.imbalance or spec.num_labels):
+    bad("index_file", "set index_file, labels_per_class, imbalance or num_labels, not several")
+
+
+def reader_of(spec):
+  """"random_access" for a dataset prepared as ArrayRecord (or by config), else "tf_data"."""
+  if spec.reader != "auto":
+    return spec.reader
+  array_record = builder(spec).info.file_format == tfds.core.FileFormat.ARRAY_RECORD
+  return "random_access" if array_record else "tf_data"
+
+
+def check_tf_data(spec):
+  """The values the tf.data reader cannot honour, named."""
+  if spec.augment not in tfds_preprocess.AUGMENTS:
+    raise ValueError(f"config.data.augment={spec.augment!r} is applied in the step, for data read "
+                     f"by index; {spec.name!r} is read by tf.data: choose one of "
+                     f"{list(tfds_preprocess.AUGMENTS)}.")
+  if spec.validation_size:
+    raise ValueError(f"config.data.validation_size={spec.validation_size}: a held-out part of "
+                     f"train is cut for data read by index only; name a split in "
+                     f"config.data.eval_splits instead (e.g. {{'validation': 'train[90%:]'}}).")
 
 
 def builder(spec):

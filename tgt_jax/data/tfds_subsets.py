@@ -88,8 +88,8 @@ def select(tfds_builder, spec, seed):
     chosen = np.isin(keys, wanted)
     return np.sort(keys[chosen]), np.bincount(labels[chosen], minlength=num_classes)
   counts = subsets.student_counts(labels, num_classes, spec.labels_per_class, spec.imbalance,
-                                  spec.head_count or None)
-  if not (spec.labels_per_class or spec.imbalance):
+                                  spec.head_count or None, spec.num_labels)
+  if not (spec.labels_per_class or spec.imbalance or spec.num_labels):
     return None, counts
   rows = subsets.select_rows(labels, counts, seed)
   return np.sort(keys[rows]), counts
