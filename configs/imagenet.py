@@ -83,7 +83,8 @@ def pretrained_teacher(runlocal):
   t.vae_dir = ""                # required: the AutoencoderKL directory
   t.labeler_format = "bit"      # "bit" (a BiT npz, either layout) or "timm" (model.safetensors)
   t.labeler_file = "gs://bit_models/distill/R152x2_T_224.npz"
-  t.labeler_arch = ""           # timm only: resnet18/34/50/101/152
+  t.labeler_arch = ""           # timm only: a plain ResNet name (resnet18..200, resnet26, ...),
+                                # "resnet:basic|bottleneck:N,N,N,N", or "" for its config.json
   t.labeler_groups = 32         # BiT's GroupNorm groups (its published files: 32)
   t.labeler_resolution = 224    # px the labeler sees (0: its published size)
   # The stem pool's padding: "" by the file's layout; R152x2_T_224 was fine-tuned and

@@ -1,5 +1,6 @@
 """Every TFDS config's CPU variant runs the real train_and_evaluate under tfds mock data."""
 
+import hashlib
 import json
 import os
 import re
@@ -49,13 +50,21 @@ def test_imagenet_runlocal_with_a_teacher_from_published_files(tmp_path, method)
   if method == "ce":
     assert results["teacher_dir"] is None and not identity.exists()
     return
-  parts = sorted(json.loads(identity.read_text())["identity"])
+  recorded = json.loads(identity.read_text())["identity"]
+  parts = sorted(k for k in recorded if k.startswith("teacher_params."))
+  files = sorted(k[len("sha256 of "):] for k in recorded if k.startswith("sha256 of "))
+  vae = [os.path.join(config.teacher.vae_dir, n) for n in ("config.json",
+                                                           "diffusion_pytorch_model.safetensors")]
   if method == "kd":
     assert results["teacher_dir"] == config.teacher.labeler_file
-    assert parts == ["teacher_params.labeler"]
+    assert parts == ["teacher_params.labeler"] and files == [config.teacher.labeler_file]
   else:
     assert results["teacher_dir"] == config.teacher.vae_dir
     assert parts == ["teacher_params.generator", "teacher_params.labeler"]
+    assert files == sorted([config.teacher.labeler_file, *vae])
+  # A published file carries no checksum: its sha256 is recorded at first use.
+  assert recorded[f"sha256 of {config.teacher.labeler_file}"] == hashlib.sha256(
+      open(config.teacher.labeler_file, "rb").read()).hexdigest()
     assert any(f.startswith("real_decoded_explored_") for f in os.listdir(tmp_path))
 
 
@@ -101,8 +110,8 @@ def test_pretrained_teacher_settings_are_named():
   config.teacher.update({"vae_dir": "v", "labeler_file": "l", "labeler_format": "onnx"})
   with pytest.raises(ValueError, match="Unknown teacher.labeler_format 'onnx'"):
     jobs.validate(config)
-  config.teacher.labeler_format = "timm"
-  with pytest.raises(ValueError, match="needs teacher.labeler_arch"):
+  config.teacher.update({"labeler_format": "timm", "labeler_arch": "resnet50d"})
+  with pytest.raises(ValueError, match="teacher.labeler_arch='resnet50d'.*deep stem"):
     jobs.validate(config)
 
 

@@ -126,7 +126,7 @@ def test_bad_input_is_named(tmp_path, tiny_teacher_dir, overrides, match):
 
 def test_teacher_that_does_not_fit_names_expected_and_found(tmp_path, tiny_teacher_dir):
   config = digits_config("runlocal", **{"teacher.dir": tiny_teacher_dir, "teacher.latent_dim": 32})
-  with pytest.raises(ValueError, match="expects latent size 32, the teacher has 16"):
+  with pytest.raises(ValueError, match="teacher.latent_dim: teacher's generator 16, this run 32"):
     jobs.run(config, str(tmp_path))
 
 

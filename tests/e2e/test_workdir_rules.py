@@ -3,6 +3,7 @@
 leaves every checkpoint as it was. Signals and concurrent starts: e2e/test_recovery.py."""
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -116,6 +117,18 @@ def test_a_resume_with_another_teacher_in_the_same_directory_is_refused(tmp_path
   shutil.rmtree(teacher_dir)                 # retrained in place with another seed
   jobs.run(digits_config("runlocal", **{**shared, "job": "teacher", "teacher.seed": 1}),
            str(tmp_path / "elsewhere"))
+  # The teacher's recorded settings name the change before any parameter is compared.
+  with pytest.raises(ValueError, match=r"teacher\.seed: teacher's generator 1, this run 0"):
+    jobs.run(digits_config("runlocal", **{**SMALL, **shared, "num_train_steps": 6}), workdir)
+  # With the same settings recorded (a teacher made elsewhere and copied in), the parameters
+  # the run distilled from still tell them apart.
+  meta_path = os.path.join(teacher_dir, "teacher.json")
+  with open(meta_path) as f:
+    meta = json.load(f)
+  for part in meta["part_identity"].values():
+    part["teacher.seed"] = 0
+  with open(meta_path, "w") as f:
+    json.dump(meta, f)
   with pytest.raises(workdir_lib.IdentityMismatch, match=r"teacher_params\.labeler: recorded"):
     jobs.run(digits_config("runlocal", **{**SMALL, **shared, "num_train_steps": 6}), workdir)
   assert _tree_bytes(os.path.join(workdir, "checkpoints")) == before

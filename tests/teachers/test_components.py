@@ -1,6 +1,7 @@
 """A teacher from three saved parts: round trip on the mesh, shapes, errors, gradients."""
 
 import json
+import os
 import shutil
 
 import jax
@@ -35,6 +36,11 @@ def _replicated_on(tree, mesh):
              and a.sharding.mesh == mesh for a in jax.tree.leaves(tree))
 
 
+def _files(directory):
+  return [os.path.relpath(os.path.join(d, f), directory) for d, _, fs in os.walk(directory)
+          for f in fs]
+
+
 def test_component_round_trip_on_mesh(tmp_path, mesh):
   module = models.generator("bigbigan_generator_tiny", None, 120, (-1.0, 1.0))
   params = tc.random_params(jax.eval_shape(module.init, jax.random.key(3), jnp.zeros((1, 120))))
@@ -42,6 +48,7 @@ def test_component_round_trip_on_mesh(tmp_path, mesh):
                            latent_dim=120)
   assert meta["resolution"] == 16 and meta["output_range"] == [-1.0, 1.0]
   found_meta, found = tc.load_component(tmp_path / "g", "generator", mesh)
+  assert set(found_meta.pop("checksums")) == {f"params/{n}" for n in _files(tmp_path / "g/params")}
   assert found_meta == meta and _replicated_on(found, mesh)
   jax.tree.map(np.testing.assert_array_equal, params, found)
 

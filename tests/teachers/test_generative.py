@@ -98,9 +98,35 @@ def test_damaged_json_names_the_file(tmp_path, tiny_teacher_dir, text, cause):
     generative.load(str(directory), (8, 8, 1), 10)
 
 
+def _without_checksums(directory):
+  """A teacher as made before checksums were recorded: damage is found by reading, not hashing."""
+  meta = json.loads((directory / "teacher.json").read_text())
+  del meta["checksums"]
+  (directory / "teacher.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "remove"])
+def test_a_changed_params_file_is_named_before_restoring(tmp_path, tiny_teacher_dir, damage):
+  directory = _copy(tmp_path, tiny_teacher_dir)
+  data = sorted(p for p in (directory / "params").glob("**/*") if p.is_file()
+                and p.parent.name == "d")[0]
+  if damage == "flip":
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 1
+    data.write_bytes(bytes(raw))
+  elif damage == "truncate":
+    data.write_bytes(data.read_bytes()[:10])
+  else:
+    data.unlink()
+  said = "is missing" if damage == "remove" else "changed since it was written"
+  with pytest.raises(generative.DamagedArtifact, match=rf"^{data} {said}.*teacher at {directory}"):
+    generative.load(str(directory), (8, 8, 1), 10)
+
+
 @pytest.mark.parametrize("damage", ["truncate", "remove_data"])
 def test_params_that_do_not_read_name_the_path_in_a_few_lines(tmp_path, tiny_teacher_dir, damage):
   directory = _copy(tmp_path, tiny_teacher_dir)
+  _without_checksums(directory)
   params = directory / "params"
   if damage == "truncate":
     for dirpath, _, files in os.walk(params):

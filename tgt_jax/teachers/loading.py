@@ -177,14 +177,13 @@ def validate_pretrained(config):
   if tconfig.get("labeler_format") not in pretrained.LABELER_FORMATS:
     raise ValueError(f"Unknown teacher.labeler_format {tconfig.get('labeler_format')!r}; "
                      f"choose one of {list(pretrained.LABELER_FORMATS)}.")
-  if tconfig.labeler_format == "timm" and not tconfig.get("labeler_arch"):
-    raise ValueError("teacher.labeler_format='timm' needs teacher.labeler_arch (e.g. 'resnet50').")
   if tconfig.get("labeler_pool_padding", "") not in ("",) + bit.POOL_PADDINGS:
     raise ValueError(f"Unknown teacher.labeler_pool_padding {tconfig.labeler_pool_padding!r}; "
                      f"choose one of {list(bit.POOL_PADDINGS)} (or '' for the file's layout's).")
   if int(tconfig.get("labeler_resolution", 0)) < 0:
     raise ValueError(f"teacher.labeler_resolution={tconfig.labeler_resolution}: give a size in "
                      "pixels, or 0 for the labeler's published one.")
+  pretrained.validate_options(tconfig)
   check_dtype(tconfig)
 
 
