@@ -1,10 +1,10 @@
 r"""TGT student on Fashion-MNIST (real 28×28 images through TFDS, read by index).
 
-The data are TFDS `fashion_mnist_debian` (tgt_jax/data/fashion_mnist.py): the first
+The data are TFDS `fashion_mnist_debian` (tgt_jax/data/tfds_fashion_mnist.py): the first
 job builds it as ArrayRecord into data.data_dir (default: TFDS's) from the Debian
 package's idx files (apt-get install dataset-fashion-mnist; data.raw_dir to read
 them elsewhere), checking their content; nothing is downloaded. Batches are drawn
-by index as a function of (seed, step) (data/random_access.py), so a resumed run
+by index as a function of (seed, step) (data/tfds_random_access.py), so a resumed run
 replays exactly. 6,000 train images (600 per class, a fixed draw) are held out as
 validation; the teacher trains on the other 54,000 and the student's labelled
 subset comes from them; test (10,000) is for reporting only. The teacher (conv VAE
@@ -79,8 +79,8 @@ def get_config(arg=None):
   config.report_examples = 10_000
 
   if arg.runlocal:
-    config.teacher.update(dict(generator_steps=40, labeler_steps=40, kl_warmup_steps=10,
-                               batch_size=64))
+    config.teacher.update(dict(generator_steps=10, labeler_steps=10, kl_warmup_steps=5,
+                               batch_size=32))
     config.data.eval_splits = {"test": "test[:1000]"}
     config.num_train_steps = 6
     config.log_every = config.eval_every = config.checkpoint_every = 3

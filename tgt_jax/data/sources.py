@@ -1,8 +1,8 @@
 """Where batches come from: in-memory data (digits, WordNet) or a TFDS dataset.
 
-Three sources: MemorySource; RandomAccessSource (random_access.py) for a TFDS
+Three sources: MemorySource; RandomAccessSource (tfds_random_access.py) for a TFDS
 dataset prepared as ArrayRecord, read by index per batch (e.g. fashion_mnist_debian,
-which a job prepares from local files when it is missing: fashion_mnist.py); and
+which a job prepares from local files when it is missing: tfds_fashion_mnist.py); and
 TfdsSource, tf.data streams over one prepared as tfrecord. config.data.reader
 (auto | random_access | tf_data) picks between the last two; auto goes by the
 prepared file format. All offer the same things, so every task has one code path:
@@ -40,16 +40,16 @@ def make_source(config, with_subset=True):
   if config.data.name in IN_MEMORY:
     return MemorySource(config, with_subset)
   # pylint: disable=g-import-not-at-top  (TensorFlow, only for TFDS data)
-  from tgt_jax.data import fashion_mnist, random_access, tfds_input
+  from tgt_jax.data import tfds_fashion_mnist, tfds_input, tfds_random_access
   spec = tfds_input.spec_from_config(config.data)
-  if spec.name == fashion_mnist.NAME:      # built here from local files, like tfds.load would
-    fashion_mnist.prepare_if_missing(spec.data_dir, spec.raw_dir or None)
+  if spec.name == tfds_fashion_mnist.NAME:   # built here from local files, as tfds.load would
+    tfds_fashion_mnist.prepare_if_missing(spec.data_dir, spec.raw_dir or None)
   try:
     reader = tfds_input.reader_of(spec)
   except tfds_input.tfds.core.DatasetNotFoundError as e:
     raise _unknown_dataset(config.data.name, e) from None
   if reader == "random_access":
-    return random_access.RandomAccessSource(config, spec, with_subset)
+    return tfds_random_access.RandomAccessSource(config, spec, with_subset)
   return TfdsSource(config, with_subset)
 
 

@@ -1,7 +1,7 @@
 """TFDS image-classification input pipelines: per-process shards, host-RAM-safe.
 
 The tf.data reader, for datasets prepared as tfrecord. One prepared as ArrayRecord
-(tf.data cannot read it) is read by index instead (random_access.py); `reader_of`
+(tf.data cannot read it) is read by index instead (tfds_random_access.py); `reader_of`
 says which, from config.data.reader ("auto": by the prepared file format).
 
 Any TFDS dataset with 'image' and 'label' features (cifar10, imagenet2012,
@@ -36,7 +36,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from tgt_jax.data import fashion_mnist  # pylint: disable=unused-import  (registers its builder)
+from tgt_jax.data import tfds_fashion_mnist  # pylint: disable=unused-import  (registers its builder)
 from tgt_jax.data import tfds_preprocess
 from tgt_jax.data import tfds_subsets
 

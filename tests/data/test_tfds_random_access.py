@@ -12,7 +12,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from tgt_jax.data import fashion_mnist, random_access, sources, tfds_input, tfds_subsets
+from tgt_jax.data import sources, tfds_input, tfds_subsets
+from tgt_jax.data import tfds_random_access as random_access
+from tgt_jax.data import tfds_fashion_mnist as fashion_mnist
 
 TRAIN, TEST = 200, 50
 CONTENT = fashion_mnist.Content(sizes={"train": TRAIN, "test": TEST})

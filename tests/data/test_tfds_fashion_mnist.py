@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from tgt_jax.data import fashion_mnist
+from tgt_jax.data import tfds_fashion_mnist as fashion_mnist
 
 TINY = fashion_mnist.Content(sizes={"train": 30, "test": 10})
 
