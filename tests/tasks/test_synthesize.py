@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 
+import jax
 import numpy as np
 import pytest
 
@@ -83,6 +84,8 @@ def test_a_resumed_cached_run_matches_an_uninterrupted_one(tiny_teacher_dir, cac
     ({"method": "tgt_prior"}, "method: cache 'tgt_random', this run 'tgt_prior'"),
     ({"data.labels_per_class": 4}, "num_examples: cache 50, this run 40"),
     ({"tgt_cache.samples": SAMPLES + 1}, "tgt_cache.samples=5: .* holds 4 samples"),
+    # m distinct samples per example a step: more than the cache holds would repeat some.
+    ({"tgt.num_samples": SAMPLES + 1}, "tgt.num_samples=5 .* gives 4 .*samples_per_example >= 5"),
 ])
 def test_a_cache_made_with_other_settings_is_refused_by_name(tiny_teacher_dir, cache_dir,
                                                              tmp_path, overrides, named):
@@ -96,3 +99,60 @@ def test_methods_that_read_the_student_cannot_be_cached(tiny_teacher_dir, cache_
     jobs.validate(_student(tiny_teacher_dir, cache_dir, method="tgt_gradient"))
   with pytest.raises(ValueError, match="job=synthesize .* not 'kd'"):
     jobs.validate(digits_config("runlocal", job="synthesize", method="kd"))
+
+
+def _tree_bytes(directory):
+  out = {}
+  for dirpath, _, files in os.walk(directory):
+    for name in files:
+      with open(os.path.join(dirpath, name), "rb") as f:
+        out[os.path.relpath(os.path.join(dirpath, name), directory)] = f.read()
+  return out
+
+
+@pytest.mark.parametrize("overrides,named", [
+    ({"tgt.sigma": 0.5}, "sigma: synthetic cache 1.0, this run 0.5"),
+    ({"seed": 1}, "seed: synthetic cache 0, this run 1"),
+    ({"tgt_cache.samples_per_example": 2}, "samples_per_example: synthetic cache 4, this run 2"),
+])
+def test_synthesize_into_a_cache_made_otherwise_is_refused_and_writes_nothing(
+    tiny_teacher_dir, cache_dir, tmp_path, overrides, named):
+  """It used to keep the finished shard and relabel it with the new settings' manifest."""
+  before = _tree_bytes(cache_dir)
+  with pytest.raises(ValueError, match=named + ".*another tgt_cache.dir"):
+    jobs.run(digits_config("runlocal", **{"job": "synthesize", "teacher.dir": tiny_teacher_dir,
+                                          "tgt_cache.dir": cache_dir,
+                                          "tgt_cache.samples_per_example": SAMPLES,
+                                          **overrides}), str(tmp_path))
+  assert _tree_bytes(cache_dir) == before
+
+
+def test_a_cache_of_a_teacher_retrained_in_place_is_refused(tiny_teacher_dir, cache_dir, tmp_path):
+  """The cache records its teacher's parameter hashes: another teacher in the same directory
+  (here: the labeler's parameters changed) is named, for the synthesize job and the student."""
+  teacher = tmp_path / "teacher"
+  shutil.copytree(tiny_teacher_dir, teacher)
+  cache = tmp_path / "cache"
+  shutil.copytree(cache_dir, cache)
+  from tgt_jax import sharding  # pylint: disable=g-import-not-at-top
+  from tgt_jax.teachers import generative  # pylint: disable=g-import-not-at-top
+  meta, params = generative.load(str(teacher), (8, 8, 1), 10)
+  params = jax.tree.map(lambda a: np.asarray(a) + 1e-3, params)
+  shutil.rmtree(teacher)
+  generative.save(str(teacher), meta, sharding.replicate(sharding.make_mesh(), params))
+  for job in ("synthesize", "student"):
+    with pytest.raises(ValueError, match=r"teacher_params\.labeler: (synthetic )?cache"):
+      jobs.run(_student(str(teacher), str(cache), job=job,
+                        **{"tgt_cache.samples_per_example": SAMPLES}), str(tmp_path / job))
+
+
+def test_a_damaged_shard_is_named_before_the_first_step(tiny_teacher_dir, cache_dir, tmp_path):
+  cache = tmp_path / "cache"
+  shutil.copytree(cache_dir, cache)
+  shard = cache / "shard-00000-of-00001.array_record"
+  raw = bytearray(shard.read_bytes())
+  raw[len(raw) // 2] ^= 0xFF
+  shard.write_bytes(bytes(raw))
+  with pytest.raises(ValueError, match=rf"^'{shard}' changed since it was written"):
+    jobs.run(_student(tiny_teacher_dir, str(cache)), str(tmp_path / "run"))
+  assert not (tmp_path / "run" / "checkpoints").exists()
