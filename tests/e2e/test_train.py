@@ -117,6 +117,14 @@ def test_teacher_job_writes_report(tmp_path):
     ({"job": "distill"}, "Unknown job 'distill'"),
     ({"optimizer.name": "adagrad"}, "Unknown optimizer name 'adagrad'"),
     ({"data.augment": "rotate"}, "Unknown augment 'rotate'"),
+    ({"batch_size": 0}, "batch_size must be a whole number >= 1.*got 0"),
+    ({"batch_size": -8}, "batch_size must be a whole number >= 1.*got -8"),
+    ({"seed": -1}, "seed must be a whole number in .*got -1"),
+    ({"tgt.alpha": float("nan")}, "tgt.alpha must be a finite number >= 0, got nan"),
+    ({"optimizer.warmup_steps": -5}, "optimizer.warmup_steps must be a finite number >= 0"),
+    ({"optimizer.weight_decay": -0.1}, "optimizer.weight_decay must be a finite number >= 0"),
+    ({"optimizer.learning_rate": float("inf")}, "optimizer.learning_rate must be a finite"),
+    ({"teacher.batch_size": 0}, "teacher.batch_size must be a whole number >= 1, got 0"),
 ])
 def test_bad_input_is_named(tmp_path, tiny_teacher_dir, overrides, match):
   config = digits_config("runlocal", **{"teacher.dir": tiny_teacher_dir, **overrides})

@@ -1,0 +1,161 @@
+"""What lives outside a student's workdir (a teacher directory, a published file) is an
+artifact: written by one job at a time, never retrained or rewritten under other settings,
+read (never written) by readers, and checked on load. Each test is a case a hostile user
+found: it failed before the artifact rule and passes after."""
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import types
+
+import pytest
+
+from conftest import digits_config
+from tgt_jax import configlib, jobs, workdir as workdir_lib
+from tgt_jax.engine import artifacts
+from tgt_jax.teachers import loading
+
+SMALL = {"student.model": "mlp", "num_train_steps": 3}
+REPO = os.path.join(os.path.dirname(__file__), "..", "..")
+FIXTURES = os.path.join(REPO, "tests", "fixtures", "pretrained")
+
+
+def _tree_bytes(directory):
+  """{relative path: sha256} of every file below `directory`: "untouched" means equal."""
+  out = {}
+  for dirpath, _, files in os.walk(directory):
+    for name in files:
+      path = os.path.join(dirpath, name)
+      with open(path, "rb") as f:
+        out[os.path.relpath(path, directory)] = hashlib.sha256(f.read()).hexdigest()
+  return out
+
+
+@pytest.fixture(scope="module")
+def kd_teacher(tmp_path_factory):
+  """A labeler-only teacher (40 labeler steps) made by a kd student, and that student's
+  workdir."""
+  root = tmp_path_factory.mktemp("kd")
+  teacher = str(root / "teacher")
+  jobs.run(digits_config("runlocal", method="kd", **SMALL, **{"teacher.dir": teacher}),
+           str(root / "kd"))
+  return teacher, str(root / "kd")
+
+
+def test_a_labeler_is_never_trained_further_under_other_settings(kd_teacher, tmp_path):
+  """The LOSS case: a TGT student with labeler_steps=200 on a kd student's teacher used to
+  continue its labeler from 40 to 200 steps and overwrite it."""
+  teacher, kd_workdir = kd_teacher
+  before = _tree_bytes(teacher)
+  config = digits_config("runlocal", method="tgt_random", **SMALL,
+                         **{"teacher.dir": teacher, "teacher.labeler_steps": 200})
+  with pytest.raises(artifacts.ArtifactMismatch,
+                     match=r"teacher.labeler_steps: teacher's labeler 40, this run 200.*never "
+                           r"trained again"):
+    jobs.run(config, str(tmp_path / "tgt"))
+  assert _tree_bytes(teacher) == before          # the labeler the kd run used is intact
+  resumed = jobs.run(digits_config("runlocal", method="kd", **{**SMALL, "num_train_steps": 4},
+                                   **{"teacher.dir": teacher}), kd_workdir)
+  assert resumed["checkpoint_step"] == 4         # and the kd run still resumes from it
+
+
+def test_a_teacher_job_with_another_seed_is_refused(kd_teacher, tmp_path):
+  """It used to restore the seed-0 parts, log and record seed 1."""
+  teacher, _ = kd_teacher
+  before = _tree_bytes(teacher)
+  config = digits_config("runlocal", **{"job": "teacher", "teacher.dir": teacher, "seed": 1})
+  with pytest.raises(artifacts.ArtifactMismatch, match=r"teacher.seed: teacher's labeler 0, "
+                                                       r"this run 1"):
+    jobs.run(config, str(tmp_path / "job"))
+  assert _tree_bytes(teacher) == before
+
+
+def test_the_teacher_report_reads_and_never_trains(kd_teacher, tmp_path):
+  teacher, _ = kd_teacher
+  before = _tree_bytes(teacher)
+  report = {"job": "teacher_report"}
+  with pytest.raises(FileNotFoundError, match=r"lacks \['generator'\] and this job only reads"):
+    jobs.run(digits_config("runlocal", **report, **{"teacher.dir": teacher}),
+             str(tmp_path / "a"))
+  assert _tree_bytes(teacher) == before
+  typo = str(tmp_path / "no_such_teacher")
+  with pytest.raises(FileNotFoundError, match="only reads teachers"):
+    jobs.run(digits_config("runlocal", **report, **{"teacher.dir": typo}), str(tmp_path / "b"))
+  assert not os.path.exists(typo)
+
+
+def test_a_refused_first_start_leaves_the_workdir_usable(tiny_teacher_dir, tmp_path):
+  """A value only the data can check (more labels per class than exist) used to leave its
+  config in run_identity.json, so the corrected rerun was refused against it."""
+  workdir = str(tmp_path / "run")
+  with pytest.raises(ValueError, match="labels_per_class=500"):
+    jobs.run(digits_config("runlocal", **SMALL, **{"teacher.dir": tiny_teacher_dir,
+                                                   "data.labels_per_class": 500}), workdir)
+  assert not os.path.exists(os.path.join(workdir, workdir_lib.IDENTITY_FILE))
+  results = jobs.run(digits_config("runlocal", **SMALL, **{"teacher.dir": tiny_teacher_dir}),
+                     workdir)
+  assert results["checkpoint_step"] == 3
+
+
+def test_fewer_steps_than_the_newest_checkpoint_is_refused(tiny_teacher_dir, tmp_path):
+  """It used to write results.json for step 3 under num_train_steps=2 ("step 3/2")."""
+  workdir = str(tmp_path / "run")
+  jobs.run(digits_config("runlocal", **SMALL, **{"teacher.dir": tiny_teacher_dir}), workdir)
+  before = _tree_bytes(workdir)
+  with pytest.raises(ValueError, match=r"num_train_steps=2 is below step 3 of the newest "
+                                       r"student checkpoint.*eval_only"):
+    jobs.run(digits_config("runlocal", **{**SMALL, "num_train_steps": 2},
+                           **{"teacher.dir": tiny_teacher_dir}), workdir)
+  assert _tree_bytes(workdir) == before
+
+
+def test_a_teacher_dir_that_cannot_be_written_is_named(tmp_path):
+  blocker = tmp_path / "a_file"
+  blocker.write_text("x")
+  where = str(blocker / "teacher")
+  with pytest.raises(workdir_lib.WorkdirError,
+                     match=rf"^teacher.dir {re.escape(repr(where))} cannot be created: .*point "
+                           r"teacher.dir at a writable directory"):
+    jobs.run(digits_config("runlocal", **SMALL, **{"teacher.dir": where}), str(tmp_path / "r"))
+
+
+def _source():
+  return types.SimpleNamespace(image_shape=(32, 32, 3), pixel_range=(-1.0, 1.0),
+                               num_classes=1000, vocabulary=None)
+
+
+def test_a_published_file_that_changes_under_a_resumed_run_is_named(tmp_path):
+  """A flipped byte in a published safetensors file loaded silently; its sha256 now joins the
+  student's recorded teacher identity at first use and is compared on resume."""
+  vae = tmp_path / "vae"
+  shutil.copytree(os.path.join(FIXTURES, "autoencoder_kl"), vae)
+  config = configlib.load(os.path.join(REPO, "configs", "imagenet.py"), "runlocal")
+  config.teacher.vae_dir = str(vae)
+  first = loading.load_pretrained(config, None, _source(), None, ("generator", "labeler"), False)
+  weights = vae / "diffusion_pytorch_model.safetensors"
+  assert first.identity[f"sha256 of {weights}"] == artifacts.sha256_of(weights)
+  workdir_lib.record_or_check(tmp_path, first.identity, "student run's teacher",
+                              file=workdir_lib.TEACHER_IDENTITY_FILE)
+  raw = bytearray(weights.read_bytes())
+  raw[-5] ^= 0x01                               # the last float's mantissa: still loads
+  weights.write_bytes(bytes(raw))
+  second = loading.load_pretrained(config, None, _source(), None, ("generator", "labeler"),
+                                   False)
+  with pytest.raises(workdir_lib.IdentityMismatch, match=re.escape(f"sha256 of {weights}")):
+    workdir_lib.record_or_check(tmp_path, second.identity, "student run's teacher",
+                                file=workdir_lib.TEACHER_IDENTITY_FILE)
+
+
+def test_a_teacher_made_before_identities_still_loads(tiny_teacher_dir, tmp_path, caplog):
+  """Teachers written before parts recorded their settings are read, with a warning."""
+  teacher = tmp_path / "old"
+  shutil.copytree(tiny_teacher_dir, teacher)
+  meta = json.loads((teacher / "teacher.json").read_text())
+  del meta["part_identity"], meta["checksums"]
+  (teacher / "teacher.json").write_text(json.dumps(meta))
+  results = jobs.run(digits_config("runlocal", **SMALL, **{"teacher.dir": str(teacher)}),
+                     str(tmp_path / "run"))
+  assert results["checkpoint_step"] == 3
+  assert "records no settings for its parts" in caplog.text
