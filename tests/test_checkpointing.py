@@ -195,3 +195,30 @@ def test_read_only_checkpointer_creates_nothing(tmp_path):
   assert ckpt.restore_latest_intact(_train_state(4), may_move=False) is None
   ckpt.close()
   assert not (tmp_path / "absent").exists()
+
+
+def _no_space(*args, **kwargs):
+  raise OSError(28, "No space left on device")
+
+
+def test_a_save_that_fails_is_one_line_naming_the_step(tmp_path, monkeypatch):
+  ckpt = checkpointing.Checkpointer(tmp_path / "ckpt", max_to_keep=2, async_save=False)
+  state = {"w": np.zeros(3, np.float32)}
+  ckpt.save(1, state)
+  ckpt.wait()
+  monkeypatch.setattr(ckpt._manager, "save", _no_space)
+  with pytest.raises(checkpointing.WriteFailed,
+                     match=r"^Saving the student checkpoint at step 1 .* \(OSError: .*No space "
+                           r"left on device\).*Free space .*resume") as e:
+    ckpt.save(2, state)
+  assert len(str(e.value).splitlines()) == 1
+
+
+def test_restores_say_what_they_restore(tmp_path, caplog):
+  ckpt = checkpointing.Checkpointer(tmp_path / "ckpt", async_save=False, label="labeler")
+  ckpt.save(1, {"w": np.zeros(3, np.float32)})
+  ckpt.wait()
+  with caplog.at_level(logging.INFO):
+    ckpt.restore({"w": np.zeros(3, np.float32)})
+  assert "Restored labeler checkpoint at step 1" in caplog.text
+  assert "student" not in caplog.text

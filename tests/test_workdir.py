@@ -248,3 +248,61 @@ def test_best_effort_lock_without_exclusive_create(tmp_path, monkeypatch):
       with workdir.WorkdirLock(tmp_path, exclusive_create=False):
         pass
   assert not os.path.exists(_lock_file(tmp_path))
+
+
+def test_an_old_empty_lock_is_taken_over_with_a_message(tmp_path, caplog):
+  """A start that could not write its lock (a full disk) used to leave an empty LOCK that
+  blocked every rerun until removed by hand."""
+  with open(_lock_file(tmp_path), "w"):
+    pass
+  old = time.time() - 2 * workdir.WorkdirLock.EMPTY_LOCK_GRACE_S
+  os.utime(_lock_file(tmp_path), (old, old))
+  with caplog.at_level(logging.WARNING):
+    with workdir.WorkdirLock(tmp_path):
+      assert json.loads(open(_lock_file(tmp_path)).read())["pid"] == os.getpid()
+  assert "Taking over the empty lock" in caplog.text
+  assert not os.path.exists(_lock_file(tmp_path))
+
+
+def test_a_lock_that_cannot_be_written_leaves_nothing_behind(tmp_path, monkeypatch):
+  def full_disk(*args, **kwargs):
+    raise OSError(28, "No space left on device")
+  monkeypatch.setattr(os, "fdopen", full_disk)
+  with pytest.raises(workdir.WorkdirError,
+                     match=r"^Cannot write the lock .*LOCK \(.*No space left on "
+                           r"device\): free space"):
+    with workdir.WorkdirLock(tmp_path):
+      pass
+  assert not os.path.exists(_lock_file(tmp_path))
+
+
+BRIEF_HOLDER = """
+import sys, time
+from tgt_jax import workdir
+with workdir.WorkdirLock(sys.argv[1]):
+  print("held", flush=True)
+  time.sleep(float(sys.argv[2]))
+print("released", flush=True)
+"""
+
+
+def test_a_second_writer_waits_for_a_live_holder_then_takes_the_lock(tmp_path, caplog):
+  """An artifact's second writer (e.g. a student that also needs a missing teacher) waits
+  instead of racing the first one."""
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  holder = subprocess.Popen([sys.executable, "-c", BRIEF_HOLDER, str(tmp_path), "2"], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == "held", holder.stderr.read()
+    with caplog.at_level(logging.WARNING):
+      with workdir.WorkdirLock(tmp_path, wait_s=300, what="teacher directory"):
+        assert holder.stdout.readline().strip() == "released"   # only once the holder let go
+    assert f"in use by PID {holder.pid}" in caplog.text and "Waiting (up to 300 s)" in caplog.text
+    with workdir.WorkdirLock(tmp_path, wait_s=300):
+      with pytest.raises(workdir.WorkdirInUse, match="teacher directory .* in use by PID"):
+        with workdir.WorkdirLock(tmp_path, wait_s=300, what="teacher directory"):
+          pass                                    # our own lock: refused at once, no wait
+  finally:
+    if holder.poll() is None:
+      holder.kill()
+    holder.wait()
