@@ -221,3 +221,74 @@ def test_eval_only_reproduces_the_finished_run(tmp_path, tiny_teacher_dir, refer
 def test_eval_only_without_checkpoints_is_named(tmp_path, tiny_teacher_dir):
   with pytest.raises(FileNotFoundError, match="eval_only: no student checkpoint in"):
     jobs.run(_config(tiny_teacher_dir, eval_only=True), str(tmp_path))
+
+
+# Fashion-MNIST (real 28×28 images read by index from TFDS ArrayRecord): a student killed
+# part-way and restarted ends bit-for-bit where an uninterrupted one does.
+FASHION_STEPS = 300
+FASHION_OVERRIDES = {"num_train_steps": FASHION_STEPS, "checkpoint_every": 50, "log_every": 50,
+                     "eval_every": 10**6, "method": "tgt_random", "data.augment": "shift"}
+
+
+@pytest.fixture(scope="module")
+def fashion_setup(tmp_path_factory):
+  """(data_dir, teacher_dir): the session's real Fashion-MNIST and a runlocal teacher."""
+  # pylint: disable-next=g-import-not-at-top  (a test module of tests/e2e, on the path there)
+  from test_fashion_mnist import fashion_config, needs_package, prepared_data_dir
+  if needs_package.args[0]:
+    pytest.skip(needs_package.kwargs["reason"])
+  data_dir = prepared_data_dir(tmp_path_factory)
+  work = tmp_path_factory.mktemp("fashion_teacher")
+  jobs.run(fashion_config("runlocal,job=teacher", data_dir), str(work))
+  return data_dir, str(work / "teacher")
+
+
+def _fashion_config(setup, **extra):
+  from test_fashion_mnist import fashion_config  # pylint: disable=g-import-not-at-top
+  data_dir, teacher_dir = setup
+  return fashion_config("runlocal", data_dir, **{**FASHION_OVERRIDES, "teacher.dir": teacher_dir,
+                                                 **extra})
+
+
+def _fashion_cli(setup, workdir):
+  data_dir, teacher_dir = setup
+  flags = {**FASHION_OVERRIDES, "teacher.dir": teacher_dir, "data.data_dir": data_dir}
+  return [sys.executable, "-m", "tgt_jax.main", "--config=configs/fashion_mnist.py:runlocal",
+          f"--workdir={workdir}", *(f"--config.{k}={v}" for k, v in flags.items())]
+
+
+def _fashion_params(workdir, config):
+  from tgt_jax.data import sources  # pylint: disable=g-import-not-at-top
+  mesh = sharding.make_mesh()
+  source = sources.make_source(config, with_subset=False)
+  _, _, target, _ = classification.init_student(config, source, mesh)
+  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"))
+  state, _ = ckpt.restore(target, FASHION_STEPS)
+  ckpt.close()
+  return jax.device_get(state.params)
+
+
+@pytest.mark.slow        # ~1.5 min: the teacher, an uninterrupted run, a killed run and its restart
+def test_fashion_mnist_sigkill_then_restart_matches_uninterrupted_bit_for_bit(tmp_path,
+                                                                              fashion_setup):
+  reference = str(tmp_path / "reference")
+  config = _fashion_config(fashion_setup)
+  ref_results = jobs.run(config, reference)
+  workdir = str(tmp_path / "killed")
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+  proc = subprocess.Popen(_fashion_cli(fashion_setup, workdir), cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  _wait_for_checkpoint(workdir, proc)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert not os.path.exists(os.path.join(workdir, "results.json"))   # really killed mid-way
+  out = subprocess.run(_fashion_cli(fashion_setup, workdir), cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  restored = int(out.stderr.split("Restored student checkpoint at step ")[1].split()[0])
+  assert 0 < restored < FASHION_STEPS
+  results = json.loads(open(os.path.join(workdir, "results.json")).read())
+  assert _comparable(results) == _comparable(json.loads(json.dumps(ref_results)))
+  for a, b in zip(jax.tree.leaves(_fashion_params(workdir, config)),
+                  jax.tree.leaves(_fashion_params(reference, config))):
+    np.testing.assert_array_equal(a, b)
