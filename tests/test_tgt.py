@@ -271,3 +271,81 @@ def test_mixup_refuses_token_ids(text_setup):
   with pytest.raises(ValueError, match="token ids"):
     synthesize(jax.random.key(0), tgt.TGTConfig(method="kd_mixup"), teacher_fns, params,
                    student_apply, student_params, x)
+
+
+# --- a class-conditional G (teachers/diffusion.py) ---------------------------------------------
+
+CLASSES = 5
+
+
+def _conditional_teacher(on_labeler=False):
+  """A toy class-conditional teacher whose x' spells out what G was given: the latent,
+  the class (×100) and σ (−1 for a prior draw)."""
+  def decode_conditional(p, z, labels, sigma):
+    tag = -1.0 if sigma == float("inf") else sigma
+    return z + 100.0 * labels[:, None] + tag + p["shift"]
+
+  return tgt.Teacher(encode=lambda p, x: 2.0 * x, decode=lambda p, z: z,
+                     label=lambda p, x: x[:, :CLASSES], latent_dim=4, pixel_range=(-1.0, 1.0),
+                     decode_conditional=decode_conditional, num_classes=CLASSES,
+                     condition_on_labeler=on_labeler)
+
+
+def test_conditional_tgt_random_is_g_of_the_sigma_ball_under_each_examples_label():
+  x = jax.random.normal(jax.random.key(0), (4, 6))
+  y = jnp.array([3, 0, 4, 1])
+  cfg = tgt.TGTConfig(method="tgt_random", sigma=0.25, num_samples=2)
+  rng = jax.random.key(7)
+  got = tgt.synthesize(rng, cfg, _conditional_teacher(), {"shift": 0.0}, None, None, x, labels=y)
+  z = tgt.random_latents(rng, jnp.repeat(2.0 * x, 2, axis=0), 0.25)
+  np.testing.assert_allclose(got, z + 100.0 * jnp.repeat(y, 2)[:, None] + 0.25, rtol=1e-6)
+  on_labeler = tgt.synthesize(rng, cfg, _conditional_teacher(True), {"shift": 0.0}, None, None,
+                              x, labels=y)
+  want = jnp.repeat(jnp.argmax(x[:, :CLASSES], -1), 2)
+  np.testing.assert_allclose(on_labeler, z + 100.0 * want[:, None] + 0.25, rtol=1e-6)
+  with pytest.raises(ValueError, match="pass the batch's labels"):
+    tgt.synthesize(rng, cfg, _conditional_teacher(), {"shift": 0.0}, None, None, x)
+
+
+def test_conditional_tgt_prior_draws_classes_uniformly_from_pure_noise():
+  n = 4000
+  cfg = tgt.TGTConfig(method="tgt_prior")
+  x = jnp.zeros((n, 6))
+  rng = jax.random.key(3)
+  got = tgt.synthesize(rng, cfg, _conditional_teacher(), {"shift": 0.0}, None, None, x,
+                       labels=jnp.zeros(n, jnp.int32))   # the batch's labels play no part
+  z = tgt.prior_latents(rng, n, 4)
+  classes = (got - z + 1.0) / 100.0                      # σ tag −1: a prior draw
+  np.testing.assert_allclose(classes, np.round(classes), atol=1e-3)
+  counts = np.bincount(np.round(classes[:, 0]).astype(int), minlength=CLASSES)
+  assert len(counts) == CLASSES and counts.min() > 0.9 * n / CLASSES, counts
+  draws = tgt.conditioning_labels(jax.random.key(1), cfg, _conditional_teacher(), {}, x, None)
+  assert np.array_equal(draws, tgt.conditioning_labels(jax.random.key(1), cfg,
+                                                        _conditional_teacher(), {}, x, None))
+
+
+@pytest.mark.parametrize("method", ["tgt_gradient", "tgt_gradient_input"])
+def test_conditional_teacher_refuses_the_gradient_methods(method):
+  cfg = tgt.TGTConfig(method=method)
+  with pytest.raises(ValueError, match=f"{method}.*differentiate through the sampler"):
+    tgt.synthesize(jax.random.key(0), cfg, _conditional_teacher(), {"shift": 0.0}, None, None,
+                   jnp.zeros((2, 6)), labels=jnp.zeros(2, jnp.int32))
+
+
+def test_teacher_targets_pass_the_batch_labels_to_a_conditional_g():
+  batch = {"image": jnp.ones((2, 6)), "label": jnp.array([2, 4])}
+  cfg = tgt.TGTConfig(method="tgt_random", sigma=0.0, alpha=0.0)
+  _, x_syn, logits = tgt.teacher_targets(jax.random.key(0), cfg, _conditional_teacher(),
+                                         {"shift": 0.0}, None, None, batch)
+  np.testing.assert_allclose(x_syn[:, 0], [202.0, 402.0])
+  assert logits.shape == (2, CLASSES)
+
+
+def test_labels_change_nothing_for_an_unconditional_teacher(setup):
+  teacher_fns, params, student_apply, student_params, x = setup
+  cfg = tgt.TGTConfig(method="tgt_random", sigma=0.5)
+  plain = tgt.synthesize(jax.random.key(4), cfg, teacher_fns, params, student_apply,
+                         student_params, x)
+  labelled = tgt.synthesize(jax.random.key(4), cfg, teacher_fns, params, student_apply,
+                            student_params, x, labels=jnp.zeros(x.shape[0], jnp.int32))
+  np.testing.assert_array_equal(plain, labelled)

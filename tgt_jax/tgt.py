@@ -6,6 +6,7 @@ The functions mirror the paper's equations (docs/design.md, "The method"):
   z'  = z + σ·ε   |   z' ~ N(0, I)             random_latents | prior_latents
   z'  ← Π_ε(z' + η·g/‖g‖),  g = ∇ d(z')         ascend (latent or input space)
   x'  = G(z');  p' = T(x');  p = T(x)           synthesize
+  x'  = G(z', c)  (a class-conditional G)       synthesize, conditioning_labels
   L   = CE(y, S(x)) + α·KD_τ(p, S(x)) + λ·KD_τ(p', S(x'))      tgt_loss
 
 where d = KL(softmax(T(·)/τ) ‖ softmax(S(·)/τ)) is `losses.kl_divergence`.
@@ -16,6 +17,12 @@ TGT-gradient ascends d through the soft tokens, whose expected embeddings the
 labeler and the student read (models/text.py), then decodes the final z' to ids.
 The input-space variant ascends the soft tokens themselves (clipped to [0, 1])
 and keeps each position's most likely token.
+
+Class-conditional G (a diffusion model, teachers/diffusion.py): a teacher with
+`decode_conditional` makes x' = G(z', c) under a class c per sample: the real example's
+label y (or the labeler's argmax T(x)) for TGT-random, uniformly drawn classes for
+TGT-prior. The gradient methods are refused: they would differentiate through the
+sampler's whole chain of denoising steps.
 Teacher and student are passed as pure apply functions, so this module knows
 nothing about Flax, checkpoints or sharding.
 """
@@ -49,6 +56,12 @@ class Teacher:
   latent_dim: int
   pixel_range: tuple[float, float]
   decode_soft: Optional[Callable[[Any, jax.Array], jax.Array]] = None  # text: z → soft tokens
+  # A class-conditional G: (params, z', labels, sigma) → x', sigma (a static float) being
+  # the noise z' carries (tgt.sigma for E(x) + σ·ε; inf for a prior draw). When present it
+  # makes x'; `decode` stays the plain z → x (E→G reconstructions).
+  decode_conditional: Optional[Callable] = None
+  num_classes: int = 0                  # the classes decode_conditional takes
+  condition_on_labeler: bool = False    # condition on argmax T(x) instead of the label y
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,9 +169,43 @@ def mixup(rng, x, num_samples):
   return weight * x + (1 - weight) * x[::-1]
 
 
+def conditioning_labels(rng, cfg, teacher, teacher_params, x, labels):
+  """The class each of the m·n x' is made under: its real example's label y (or the
+  labeler's argmax T(x)) for TGT-random; uniform over the classes for TGT-prior, so a
+  tail class gets as many samples as a head one."""
+  n, m = x.shape[0], cfg.num_samples
+  if cfg.method == "tgt_prior":
+    return jax.random.randint(rng, (n * m,), 0, teacher.num_classes)
+  if teacher.condition_on_labeler:
+    labels = jnp.argmax(teacher.label(teacher_params, x), axis=-1)
+  elif labels is None:
+    raise ValueError("A class-conditional teacher makes x' under each example's label: pass "
+                     "the batch's labels (or set teacher.condition_on='labeler').")
+  return jnp.repeat(jnp.asarray(labels, jnp.int32), m, axis=0)
+
+
+def _conditional_synthesis(rng, cfg, teacher, teacher_params, x, labels):
+  """x' = G(z', c) of a class-conditional teacher for tgt_random and tgt_prior."""
+  if cfg.method not in ("tgt_random", "tgt_prior"):
+    raise ValueError(f"method {cfg.method!r} with a class-conditional (diffusion) teacher: "
+                     "refused, it would differentiate through the sampler's denoising chain; "
+                     "use tgt_random or tgt_prior.")
+  classes = conditioning_labels(jax.random.fold_in(rng, 1), cfg, teacher, teacher_params, x,
+                                labels)
+  if cfg.method == "tgt_prior":
+    z = prior_latents(rng, x.shape[0] * cfg.num_samples, teacher.latent_dim)
+    return teacher.decode_conditional(teacher_params, z, classes, float("inf"))
+  z = jnp.repeat(teacher.encode(teacher_params, x), cfg.num_samples, axis=0)
+  return teacher.decode_conditional(teacher_params, random_latents(rng, z, cfg.sigma), classes,
+                                    cfg.sigma)
+
+
 def synthesize(rng, cfg, teacher, teacher_params, student_apply, student_params, x,
-               transfer=None):
-  """x' for the method in `cfg`: m synthetic inputs per real input (stop-gradient)."""
+               transfer=None, labels=None):
+  """x' for the method in `cfg`: m synthetic inputs per real input (stop-gradient).
+
+  labels: the batch's y, which a class-conditional teacher makes x' under (unused otherwise).
+  """
   if cfg.method == "kd_transfer":
     if transfer is None:
       raise ValueError("kd_transfer needs the unlabelled images in batch['transfer'].")
@@ -170,6 +217,9 @@ def synthesize(rng, cfg, teacher, teacher_params, student_apply, student_params,
   m = cfg.num_samples
   teacher_params = jax.lax.stop_gradient(teacher_params)
   student_params = jax.lax.stop_gradient(student_params)
+  if teacher.decode_conditional is not None:
+    return jax.lax.stop_gradient(_conditional_synthesis(rng, cfg, teacher, teacher_params, x,
+                                                        labels))
 
   def discrepancy_of_input(x_):
     return losses.kl_divergence(teacher.label(teacher_params, x_),
@@ -233,7 +283,7 @@ def teacher_targets(rng, cfg, teacher, teacher_params, student_apply, student_pa
     x_syn, teacher_logits_syn = batch["synthetic_image"], batch["synthetic_teacher_logits"]
   elif cfg.lam_eff > 0:
     x_syn = synthesize(rng, cfg, teacher, teacher_params, student_apply, student_params,
-                       batch["image"], batch.get("transfer"))
+                       batch["image"], batch.get("transfer"), batch.get("label"))
     teacher_logits_syn = teacher.label(teacher_params, x_syn)
   return jax.lax.stop_gradient((teacher_logits, x_syn, teacher_logits_syn))
 

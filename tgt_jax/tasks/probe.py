@@ -26,7 +26,7 @@ def make_probe(student_apply, cfg, teacher_fns, mesh, num_examples, augment_name
                                   fill)
     x = batch["image"]
     x_syn = tgt.synthesize(rng, cfg, teacher_fns, teacher_params, student_apply, state.params, x,
-                           batch.get("transfer"))
+                           batch.get("transfer"), batch.get("label"))
     x_rec = teacher_fns.decode(teacher_params, teacher_fns.encode(teacher_params, x))
 
     def discrepancy(inputs):
