@@ -159,3 +159,71 @@ def test_a_teacher_made_before_identities_still_loads(tiny_teacher_dir, tmp_path
                      str(tmp_path / "run"))
   assert results["checkpoint_step"] == 3
   assert "records no settings for its parts" in caplog.text
+
+
+def _retrieval_config(arg, **overrides):
+  fixture = os.path.join(REPO, "tests", "fixtures", "wordnet")
+  return configlib.load(os.path.join(REPO, "configs", "wordnet_retrieval.py"), arg,
+                        **{"data.dir": fixture, **overrides})
+
+
+@pytest.mark.slow       # two retrieval teachers and a student (~25 s on 2 idle cores)
+def test_a_retrieval_student_resumed_on_a_retrained_teacher_is_refused(tmp_path):
+  """It used to resume silently and mix two teachers' scores in one run."""
+  teacher = str(tmp_path / "retrieval_teacher")
+  student = _retrieval_config("runlocal,method=kd", **{"retrieval_teacher.dir": teacher,
+                                                      "num_train_steps": 3})
+  workdir = str(tmp_path / "student")
+  jobs.run(student, workdir)
+  before = _tree_bytes(os.path.join(workdir, "checkpoints"))
+  shutil.rmtree(teacher)                  # retrained in place, with another seed
+  jobs.run(_retrieval_config("runlocal,job=retrieval_teacher",
+                             **{"retrieval_teacher.dir": teacher, "retrieval_teacher.seed": 1}),
+           str(tmp_path / "elsewhere"))
+  student.num_train_steps = 6
+  with pytest.raises(artifacts.ArtifactMismatch, match=r"retrieval_teacher.seed: retrieval "
+                                                       r"teacher 1, this run 0"):
+    jobs.run(student, workdir)
+  # The same settings recorded (a teacher made elsewhere and copied in): the parameters the
+  # run distilled from still tell the two apart.
+  meta_path = os.path.join(teacher, "retrieval_teacher.json")
+  with open(meta_path) as f:
+    meta = json.load(f)
+  meta["identity"]["retrieval_teacher.seed"] = 0
+  with open(meta_path, "w") as f:
+    json.dump(meta, f)
+  with pytest.raises(workdir_lib.IdentityMismatch, match="retrieval_teacher_params: recorded"):
+    jobs.run(student, workdir)
+  assert _tree_bytes(os.path.join(workdir, "checkpoints")) == before
+
+
+RACER = """
+import logging, sys
+from tgt_jax import configlib, jobs
+logging.getLogger().setLevel(logging.INFO)
+config = configlib.load(sys.argv[1], "runlocal", **{"teacher.dir": sys.argv[2],
+                                                    "student.model": "mlp",
+                                                    "num_train_steps": 3})
+jobs.run(config, sys.argv[3])
+"""
+
+
+@pytest.mark.slow       # two whole student jobs in parallel processes (~1 min on 2 cores)
+def test_two_students_racing_for_a_missing_teacher_train_it_once(tmp_path):
+  """Both need the same missing teacher: one trains it under the directory's lock, the other
+  waits and then reads it; both distil from identical parameters."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  teacher = str(tmp_path / "teacher")
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  racers = [subprocess.Popen([sys.executable, "-c", RACER,
+                              os.path.join(REPO, "configs", "digits.py"), teacher,
+                              str(tmp_path / f"student{i}")], cwd=REPO, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for i in range(2)]
+  logs = [r.communicate(timeout=600)[0] for r in racers]
+  assert [r.returncode for r in racers] == [0, 0], logs
+  assert sum("lacks ['generator', 'labeler']: training them" in log for log in logs) == 1, logs
+  identities = [json.loads((tmp_path / f"student{i}" / workdir_lib.TEACHER_IDENTITY_FILE)
+                           .read_text())["identity"] for i in range(2)]
+  assert identities[0] == identities[1]
