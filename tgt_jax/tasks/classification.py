@@ -37,18 +37,27 @@ def validate(config):
   state_lib.check_loop_settings(config)
   if config.data.name in sources.IN_MEMORY:
     augment.check(config.data.augment)
-  elif config.method == "kd_transfer":
-    raise ValueError("method 'kd_transfer' needs the whole train split in memory, so it runs on "
-                     f"{list(sources.IN_MEMORY)} only; config.data.name={config.data.name!r}.")
+  streamed = config.data.name not in sources.IN_MEMORY and config.data.get("reader") == "tf_data"
+  if streamed and config.method == "kd_transfer":
+    raise ValueError("method 'kd_transfer' reads unlabelled train images by index: it needs "
+                     "in-memory data or data.reader='random_access' (ArrayRecord), not "
+                     "data.reader='tf_data'.")
   if synthesize.cache_settings(config)["dir"]:
     if config.method not in synthesize.CACHEABLE_METHODS:
       raise ValueError(f"tgt_cache.dir is set: a cache holds x' that does not depend on the "
                        f"student, so method must be one of {list(synthesize.CACHEABLE_METHODS)}, "
                        f"not {config.method!r}.")
-    if config.data.name not in sources.IN_MEMORY:
-      raise ValueError(f"tgt_cache.dir is set: cached x' are streamed for in-memory data "
-                       f"{list(sources.IN_MEMORY)} only, not {config.data.name!r}.")
+    if streamed:
+      raise ValueError("tgt_cache.dir is set: cached x' are found by their real example's "
+                       "index, which needs in-memory data or data.reader='random_access' "
+                       "(ArrayRecord), not data.reader='tf_data'.")
   kinds.validate(config)
+
+
+def reads_by_index(source):
+  """In-memory data and ArrayRecord read by index give each labelled row a fixed index (what
+  a cache is keyed by) and batches as a function of (seed, step); a tf.data stream does not."""
+  return hasattr(source, "labelled_rows")
 
 
 def make_train_step(student_apply, tx, cfg, teacher_fns, mesh, augment_name="none", fill=0.0):
@@ -140,6 +149,10 @@ def run(config, workdir):
                counts.tolist())
 
   cache = synthesize.cache_settings(config)
+  if (cache["dir"] or cfg.method == "kd_transfer") and not reads_by_index(source):
+    raise ValueError(f"{'tgt_cache.dir' if cache['dir'] else 'kd_transfer'} needs data read by "
+                     f"index, and {config.data.name!r} is read as a tf.data stream: prepare it "
+                     "as ArrayRecord (file_format='array_record') or use in-memory data.")
   teacher = kinds.teacher_for(config, cfg, workdir, source, mesh,
                               parts=("labeler",) if cache["dir"] else None)
   reader = samples = None

@@ -54,9 +54,10 @@ def validate(config):
   if config.method not in CACHEABLE_METHODS:
     raise ValueError(f"job=synthesize makes samples that do not depend on the student: method "
                      f"must be one of {list(CACHEABLE_METHODS)}, not {config.method!r}.")
-  if config.data.name not in sources.IN_MEMORY:
-    raise ValueError(f"job=synthesize reads the labelled subset in memory: data.name must be one "
-                     f"of {list(sources.IN_MEMORY)} for now, not {config.data.name!r}.")
+  if config.data.name not in sources.IN_MEMORY and config.data.get("reader") == "tf_data":
+    raise ValueError("job=synthesize reads the labelled subset by index: it needs in-memory "
+                     "data or data.reader='random_access' (ArrayRecord), not "
+                     "data.reader='tf_data'.")
   if cache_settings(config)["samples_per_example"] < 1:
     raise ValueError("tgt_cache.samples_per_example must be >= 1, got "
                      f"{cache_settings(config)['samples_per_example']}.")
@@ -128,15 +129,23 @@ def make_synthesize(cfg, teacher, samples, mesh):
                  in_shardings=(sharding.replicated(mesh), rows, rows), out_shardings=rows)
 
 
+def _images_of(labelled):
+  """rows → images of the labelled subset: in memory, or read by index (TFDS ArrayRecord)."""
+  if hasattr(labelled, "images"):
+    return lambda rows: labelled.images[rows]
+  return lambda rows: labelled.read(rows)["image"]
+
+
 def _chunks(fn, params, images, first, count, seed, mesh):
-  """This process's records, CHUNK examples at a time (each call sees every device)."""
+  """This process's records, CHUNK examples at a time (each call sees every device);
+  images(rows) gives the labelled examples' images."""
   devices = mesh.devices.size
   width = -(-CHUNK // devices) * devices
   for start in range(first, first + count, width):
     ids = np.arange(start, min(start + width, first + count))
     padded = np.concatenate([ids, np.full(width - len(ids), ids[-1])])
     keys = jax.vmap(lambda e: jax.random.fold_in(jax.random.key(seed), e))(jnp.asarray(padded))
-    x_syn, logits = jax.device_get(fn(params, keys, jnp.asarray(images[padded])))
+    x_syn, logits = jax.device_get(fn(params, keys, jnp.asarray(images(padded))))
     n, samples = len(ids), x_syn.shape[1]
     yield {"synthetic_image": x_syn[:n].reshape(n * samples, *x_syn.shape[2:]),
            "synthetic_teacher_logits": logits[:n].reshape(n * samples, -1).astype(np.float32),
@@ -152,6 +161,10 @@ def run(config, workdir):
   samples = settings["samples_per_example"]
   cfg = tgt.TGTConfig(method=config.method, **config.tgt.to_dict())
   source = sources.make_source(config)
+  if not hasattr(source, "labelled_rows"):
+    raise ValueError(f"job=synthesize reads the labelled subset by index, and "
+                     f"{config.data.name!r} is read as a tf.data stream: prepare it as "
+                     "ArrayRecord (file_format='array_record') or use in-memory data.")
   teacher = kinds.teacher_for(config, cfg, workdir, source, sharding.make_mesh())
   labelled = source.labelled
   recorded = recorded_settings(config, teacher.identity, len(labelled))
@@ -194,7 +207,7 @@ def _write(config, cfg, teacher, labelled, directory, samples, recorded):
     fn = make_synthesize(cfg, teacher.functions, samples, mesh)
     written = synthetic_cache.write_shard(
         directory, index, processes, first, samples,
-        _chunks(fn, params, labelled.images, first, count, config.seed, mesh))
+        _chunks(fn, params, _images_of(labelled), first, count, config.seed, mesh))
     logging.info("Cache shard %d of %d: %d records in %s.", index, processes, written, directory)
   if processes > 1:
     multihost_utils.sync_global_devices("synthetic cache shards written")
