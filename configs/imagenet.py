@@ -31,6 +31,20 @@ Variants: :method=ce|kd|kd_mixup|tgt_random|tgt_prior|tgt_gradient|tgt_gradient_
   the tests run under tfds.testing.mock_data for ce, kd, tgt_random and tgt_gradient.
   :teacher=components,runlocal writes random-init parts instead.
 
+:teacher=dit: a class-conditional diffusion teacher (teachers/diffusion.py): DiT-XL/2 at
+256 px with its sd-vae-ft AutoencoderKL as E and G (x' = SDEdit from E(x) + σ·ε,
+σ = tgt.sigma picking the start, 25 DDIM steps, guidance 1.5, under each example's label;
+tgt_prior: from pure noise under uniform classes) and the BiT labeler above as T. Weights:
+the Hugging Face repository facebook/DiT-XL-2-256 (transformer/, vae/, scheduler/); DiT's
+code and weights are licensed CC-BY-NC 4.0: non-commercial use only. Copy the repository
+to DIR, then
+  python -m tgt_jax.main --config=configs/imagenet.py:teacher=dit,job=teacher_report \
+    --config.teacher.dit_dir=DIR --workdir=/tmp/dit_report
+  python -m tgt_jax.main --config=configs/imagenet.py:teacher=dit,method=tgt_prior \
+    --config.teacher.dit_dir=DIR --workdir=gs://BUCKET/tgt/imagenet_dit
+  (--config.teacher.ddim_steps=N, --config.teacher.guidance=G, --config.teacher.condition_on=labeler;
+  the gradient methods are refused.) :teacher=dit,runlocal runs on the tiny fixtures.
+
 Measured: only :runlocal (tests/e2e/test_configs.py); the loaders match diffusers and
 timm at random initialisation (README "Using a pretrained teacher"). Nobody has run the
 full job or the teacher report with the real weights: they cannot be fetched here. No
@@ -102,6 +116,34 @@ def pretrained_teacher(runlocal):
   return t
 
 
+def dit_teacher(runlocal):
+  """A class-conditional DiT with its AutoencoderKL as E and G, the pretrained kind's labeler
+  as T (teachers/diffusion.py). teacher.dit_dir is a local or gs:// copy of the Hugging Face
+  repository facebook/DiT-XL-2-256 (transformer/, vae/, scheduler/; CC-BY-NC 4.0).
+  :runlocal reads the tiny random fixtures: a 1,000-class DiT on 8×8×4 latents, the
+  AutoencoderKL fixture (×2 downsampling, 4 latent channels: 16 px) and the DiT fixture's
+  scheduler; the 32 px student's images are resized to 16 px and back, as 224 ↔ 256 at scale.
+  """
+  t = pretrained_teacher(runlocal)          # the labeler's settings are the pretrained kind's
+  t.kind = "diffusion"
+  t.dit_dir = ""                # required: DiT-XL-2-256's transformer/, vae/ and scheduler/
+  t.transformer_dir = ""        # each, when set, replaces dit_dir's sub-directory
+  t.vae_dir = ""
+  t.scheduler_dir = ""
+  t.ddim_steps = 25             # DDIM steps of the full schedule; tgt.sigma picks where to start
+  t.guidance = 1.5              # classifier-free guidance (1: none, no doubled batch)
+  t.condition_on = "label"      # "label" (the real y) or "labeler" (argmax T(x)), tgt_random
+  if runlocal:
+    t.transformer_dir = os.path.join(FIXTURES, "dit_imagenet")
+    t.vae_dir = os.path.join(FIXTURES, "autoencoder_kl")
+    t.scheduler_dir = os.path.join(FIXTURES, "dit")
+    t.ddim_steps = 4
+  return t
+
+
+TEACHERS = {"pretrained": pretrained_teacher, "components": imagenet_teacher, "dit": dit_teacher}
+
+
 def get_config(arg=None):
   arg = configlib.parse_arg(arg, runlocal=False, method="tgt_random", teacher="pretrained",
                             job="student")
@@ -116,10 +158,9 @@ def get_config(arg=None):
       shuffle_buffer=10_000, cache=False,      # host-RAM-safe: bounded buffer, no raw cache
       labels_per_class=0, imbalance=0.0, head_count=0, index_file=""))
   config.student = ml_collections.ConfigDict(dict(model="resnet50", dtype="bfloat16"))
-  if arg.teacher not in ("components", "pretrained"):
-    raise ValueError(f"teacher={arg.teacher!r}: choose 'components' or 'pretrained'.")
-  config.teacher = (pretrained_teacher if arg.teacher == "pretrained" else imagenet_teacher)(
-      arg.runlocal)
+  if arg.teacher not in TEACHERS:
+    raise ValueError(f"teacher={arg.teacher!r}: choose one of {sorted(TEACHERS)}.")
+  config.teacher = TEACHERS[arg.teacher](arg.runlocal)
   config.method = arg.method
   config.tgt = configlib.tgt_defaults()
   config.tgt.sigma = 0.5

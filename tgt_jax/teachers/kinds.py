@@ -8,12 +8,13 @@ new kind (a diffusion model, a published text encoder) is one entry of KINDS.
   ""           trained by tgt_jax (the digits, Fashion-MNIST and WordNet teachers)
   components   E, G and T from three part directories (BigBiGAN-shaped)
   pretrained   a published AutoencoderKL (E, G) with a BiT or timm labeler (T)
+  diffusion    a class-conditional DiT and its AutoencoderKL (E, G) with a BiT/timm T
 """
 
 import dataclasses
 from typing import Callable
 
-from tgt_jax.teachers import generative, loading, training
+from tgt_jax.teachers import diffusion, generative, loading, training
 
 LoadedTeacher = loading.LoadedTeacher
 
@@ -38,6 +39,9 @@ KINDS = {
                               "labeler (teacher.labeler_file)", loading.validate_pretrained,
                               loading.load_pretrained,
                               lambda config, workdir: config.teacher.vae_dir),
+    "diffusion": TeacherKind("a class-conditional DiT with its AutoencoderKL (teacher.dit_dir: "
+                             "transformer/, vae/, scheduler/) and a BiT/timm labeler",
+                             diffusion.validate, diffusion.load, diffusion.where),
 }
 
 

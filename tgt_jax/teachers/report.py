@@ -6,7 +6,8 @@ For the configured teacher (trained by tgt_jax, three parts, or published files)
   reconstruction_psnr_db          E→G against the image, per example, in the data's range
   labeler_test_accuracy           T on the real images (balanced accuracy)
   labeler_accuracy_on_reconstructions   T on G(E(x))
-  label_kept_at_sigma_{σ}         how often T's label of x survives z = E(x) + σ·ε
+  label_kept_at_sigma_{σ}         how often T's label of x survives z = E(x) + σ·ε (for a
+                                  class-conditional G: at SDEdit's strength σ, under the label)
   prior_label_entropy_nats        the mean entropy of T on G(z), z ~ N(0, I); low means
                                   confident samples, `prior_classes_hit` how many classes
                                   they cover (a collapsed prior hits few)
@@ -17,10 +18,11 @@ All of it lands in WORKDIR/results.json; the teacher is read, never written.
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from tgt_jax import metrics, sharding
+from tgt_jax import metrics, sharding, tgt
 from tgt_jax.data import sources
 from tgt_jax.engine import artifacts
 from tgt_jax.evaluation import classification as evaluation
@@ -40,19 +42,49 @@ def validate(config):
                      "whole split.")
 
 
-def make_figures(fns, mesh):
-  """The jitted per-example outputs the report is computed from, sharded over the batch."""
+def conditional_outputs(fns, params, images, labels, rng):
+  """evaluation.teacher_outputs for a class-conditional G (teachers/diffusion.py): x' at σ is
+  G(E(x) + σ·ε, c) under the class a student's tgt_random would use (the label, or T's
+  argmax), so label_kept_at_sigma_σ is the label kept at each SDEdit strength."""
+  z = fns.encode(params, images)
+  recon = fns.decode(params, z)
+  logits = fns.label(params, images)
+  classes = jnp.argmax(logits, -1) if fns.condition_on_labeler else labels
+  out = {"logits": logits, "recon_logits": fns.label(params, recon),
+         "recon_sq_error": jnp.mean(jnp.square(recon - images), axis=tuple(range(1, images.ndim))),
+         "recon": recon}
+  for i, sigma in enumerate(evaluation.LABEL_KEPT_SIGMAS):
+    noisy = fns.decode_conditional(params, tgt.random_latents(jax.random.fold_in(rng, i), z, sigma),
+                                   classes, sigma)
+    out[f"noisy_logits_{sigma}"] = fns.label(params, noisy)
+    if sigma in GRID_SIGMAS:
+      out[f"noisy_{sigma}"] = noisy
+  return z, out
 
-  def figures(params, images, rng):
-    z, out = evaluation.teacher_outputs(fns, params, images, rng, GRID_SIGMAS)
+
+def make_figures(fns, mesh):
+  """The jitted per-example outputs the report is computed from, sharded over the batch.
+  A class-conditional G's prior samples are made under uniformly drawn classes."""
+  conditional = fns.decode_conditional is not None
+
+  def figures(params, images, labels, rng):
+    if conditional:
+      z, out = conditional_outputs(fns, params, images, labels, rng)
+    else:
+      z, out = evaluation.teacher_outputs(fns, params, images, rng, GRID_SIGMAS)
     prior_key = jax.random.fold_in(rng, len(evaluation.LABEL_KEPT_SIGMAS))
-    prior = fns.decode(params, jax.random.normal(prior_key, z.shape))
+    noise = jax.random.normal(prior_key, z.shape)
+    if conditional:
+      classes = jax.random.randint(jax.random.fold_in(prior_key, 1), (z.shape[0],), 0,
+                                   fns.num_classes)
+      prior = fns.decode_conditional(params, noise, classes, float("inf"))
+    else:
+      prior = fns.decode(params, noise)
     out.update(prior=prior, prior_logits=fns.label(params, prior))
     return out
 
-  rows = sharding.batch_sharded(mesh)
-  return jax.jit(figures, in_shardings=(sharding.replicated(mesh), rows, sharding.replicated(mesh)),
-                 out_shardings=rows)
+  rows, repl = sharding.batch_sharded(mesh), sharding.replicated(mesh)
+  return jax.jit(figures, in_shardings=(repl, rows, rows, repl), out_shardings=rows)
 
 
 IMAGES = ("image", "recon", "prior") + tuple(f"noisy_{s}" for s in GRID_SIGMAS)
@@ -65,9 +97,9 @@ def collect(figures, params, batches, mesh, num_examples, seed, image_rows=0):
   out, seen = [], 0
   for i, batch in enumerate(batches):
     rng = jax.random.fold_in(jax.random.key(seed), i)
-    got = figures(params, sharding.to_global(mesh, batch["image"]), rng)
-    got.update(image=sharding.to_global(mesh, batch["image"]),
-               label=sharding.to_global(mesh, batch["label"]),
+    labels = sharding.to_global(mesh, batch["label"])
+    got = figures(params, sharding.to_global(mesh, batch["image"]), labels, rng)
+    got.update(image=sharding.to_global(mesh, batch["image"]), label=labels,
                mask=sharding.to_global(mesh, batch["mask"]))
     got = jax.device_get(multihost_utils.process_allgather(got, tiled=True))
     keep = np.asarray(got.pop("mask"), bool)
