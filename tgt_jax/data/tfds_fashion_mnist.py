@@ -43,7 +43,7 @@ FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
 class Content:
   """What the decompressed files must hold: examples per split, per class, and their sha256."""
   sizes: dict
-  sha256: dict = dataclasses.field(default_factory=dict)    # file name → hex digest; {}: unchecked
+  sha256: dict = dataclasses.field(default_factory=dict)   # file name → hex digest ({}: none)
 
 
 # Measured on dataset-fashion-mnist's files (Debian, 2020-06-05) after gunzip: the dataset itself.
@@ -173,11 +173,11 @@ class FashionMnistDebian(tfds.core.GeneratorBasedBuilder):
 def png_bytes(image):
   """A uint8 [h, w, 1] image as PNG (lossless): the bytes TFDS stores for an Image feature.
 
-  Encoded here with PIL; TFDS would encode an array with one TensorFlow call per
-  image, 30x slower (the 70,000 images took 50 s that way).
+  Encoded here with PIL: TFDS would encode an array with one TensorFlow call per image,
+  and preparing the 70,000 images took 52 s that way against 15 s (2 shared cores).
   """
   out = io.BytesIO()
-  PIL.Image.fromarray(image[..., 0], mode="L").save(out, format="PNG")
+  PIL.Image.fromarray(np.ascontiguousarray(image[..., 0])).save(out, format="PNG")   # mode L
   return out.getvalue()
 
 
