@@ -215,3 +215,28 @@ def test_from_scratch_then_sigterm_to_one_process_stops_both_at_one_step(tmp_pat
   digits = datasets.load("digits")
   meta, _ = generative.load(os.path.join(workdir, "teacher"), digits.image_shape, digits.num_classes)
   assert meta["report"]["labeler_test_accuracy"] > 0.5
+
+
+@pytest.mark.slow       # two processes synthesize, then the same cache in one (~40 s on 2 cores)
+def test_two_processes_write_one_cache_with_the_records_of_one(tiny_teacher_dir, tmp_path):
+  """job=synthesize in 2 processes: each writes its shard, process 0 the manifest; every
+  (example, sample) record equals the one a single process writes (keys depend on the example
+  alone), and a student reads the 2-shard cache."""
+  from tgt_jax.data import synthetic_cache  # pylint: disable=g-import-not-at-top
+  overrides = {"job": "synthesize", "teacher.dir": tiny_teacher_dir,
+               "tgt_cache.samples_per_example": 3}
+  codes, logs = _wait(_start_group(str(tmp_path / "two"), str(tmp_path), overrides))
+  assert codes == [0, 0], logs
+  single = jobs.run(digits_config("runlocal", **overrides), str(tmp_path / "one"))
+  two = synthetic_cache.Reader(str(tmp_path / "two" / "synthetic"))
+  one = synthetic_cache.Reader(single["cache_dir"])
+  assert len(two.manifest["shards"]) == 2 and len(one.manifest["shards"]) == 1
+  assert two.manifest["settings"] == one.manifest["settings"]
+  examples = np.repeat(np.arange(one.num_examples), 3)
+  samples = np.tile(np.arange(3), one.num_examples)
+  for name, values in one.read(examples, samples).items():
+    np.testing.assert_array_equal(two.read(examples, samples)[name], values, err_msg=name)
+  results = jobs.run(digits_config("runlocal", **{
+      "teacher.dir": tiny_teacher_dir, "student.model": "mlp",
+      "tgt_cache.dir": str(tmp_path / "two" / "synthetic")}), str(tmp_path / "student"))
+  assert results["checkpoint_step"] == 6
