@@ -156,7 +156,8 @@ def get_config(arg=None):
       image_size=224, channels=3, pixel_range=(-1.0, 1.0),   # the generator's output range
       augment="inception_crop_flip", crop_fraction=0.875,
       shuffle_buffer=10_000, cache=False,      # host-RAM-safe: bounded buffer, no raw cache
-      labels_per_class=0, imbalance=0.0, head_count=0, index_file=""))
+      labels_per_class=0, imbalance=0.0, head_count=0, index_file="",
+      reader="auto"))                        # tf_data | random_access | auto (by file format)
   config.student = ml_collections.ConfigDict(dict(model="resnet50", dtype="bfloat16"))
   if arg.teacher not in TEACHERS:
     raise ValueError(f"teacher={arg.teacher!r}: choose one of {sorted(TEACHERS)}.")
@@ -164,6 +165,9 @@ def get_config(arg=None):
   config.method = arg.method
   config.tgt = configlib.tgt_defaults()
   config.tgt.sigma = 0.5
+  # Offline x' (job=synthesize writes WORKDIR/synthetic; a student reads it with
+  # --config.tgt_cache.dir): needs the data read by index (data.reader, ArrayRecord).
+  config.tgt_cache = configlib.cache_defaults()
   config.batch_size = 1024
   config.eval_batch_size = 1024
   config.num_epochs = 90                      # → num_train_steps at start (train.py)
