@@ -97,8 +97,10 @@ def test_batches_are_a_function_of_seed_and_step(tiny):
   assert_same(take(restarted.labelled_batches(5), 3), first[5:])
   rows = unbroken.labelled_rows(6)
   assert_same([unbroken.labelled_batch(rows)], [first[6]])
-  assert_same(take(unbroken.teacher_batches(32, 4, 3), 2), take(restarted.teacher_batches(32, 4), 5)[3:])
-  assert_same(take(unbroken.unlabelled_batches(16, 2), 1), take(restarted.unlabelled_batches(16, 0), 3)[2:])
+  assert_same(take(unbroken.teacher_batches(32, 4, 3), 2),
+              take(restarted.teacher_batches(32, 4), 5)[3:])
+  assert_same(take(unbroken.unlabelled_batches(16, 2), 1),
+              take(restarted.unlabelled_batches(16, 0), 3)[2:])
   other = sources.make_source(make_config(data_dir, seed=1))
   assert other.labelled.indices.tolist() != unbroken.labelled.indices.tolist()
   assert not np.array_equal(next(other.labelled_batches(0))["image"], first[0]["image"])
@@ -155,6 +157,9 @@ def test_validation_is_stratified_fixed_and_disjoint_from_what_trains(tiny):
     held = {d for b in source.eval_batches("validation", 25) for d in _digests(b)}
     assert len(held) == 50 and not seen & held and len(seen) == TRAIN - 50
     assert {where[d][0] for d in held} == {"train"}
+  same = sources.make_source(make_config(data_dir, seed=3, labels_per_class=1))
+  other = sources.make_source(make_config(data_dir, validation_size=20))
+  assert same.pool_fingerprint == source.pool_fingerprint != other.pool_fingerprint
   long_tail = sources.make_source(make_config(data_dir, labels_per_class=0, imbalance=4.0))
   assert long_tail.counts.tolist() == [15, 13, 11, 9, 8, 7, 6, 5, 4, 4]   # round(15·4^(-c/9))
   whole = sources.make_source(make_config(data_dir, labels_per_class=0))
@@ -192,7 +197,8 @@ def test_images_of_other_sizes_are_cropped_and_resized_and_scaled():
 
 def test_bad_values_are_named(tiny):
   data_dir, _ = tiny
-  for data, match in ((dict(augment="crop_flip"), r"augment='crop_flip': unknown augment.*'flip_shift'\]"),
+  for data, match in ((dict(augment="crop_flip"),
+                       r"augment='crop_flip': unknown augment.*'flip_shift'\]"),
                       (dict(validation_size=5), r"validation_size=5 must be 0 or between"),
                       (dict(eval_splits={"validation": "test"}), "keep one of them"),
                       (dict(index_key="image_id", labels_per_class=0, index_file="f"),

@@ -26,6 +26,7 @@ none | shift | flip_shift) runs inside the jitted step (step_augment), as for di
 
 import concurrent.futures
 import functools
+import hashlib
 import itertools
 import threading
 
@@ -128,6 +129,15 @@ def scale_images(images, spec):
   return np.clip(pixels, 0, 255) * np.float32((high - low) / 255.0) + np.float32(low)
 
 
+def fingerprint(name, split):
+  """16 hex digits naming the dataset and the records and labels of `split` (what a teacher
+  trained on the pool saw): another validation_size or copy of the data gives another."""
+  digest = hashlib.sha256(name.encode())
+  digest.update(np.ascontiguousarray(split.indices).tobytes())
+  digest.update(np.ascontiguousarray(split.labels).tobytes())
+  return digest.hexdigest()[:16]
+
+
 class IndexedSplit:
   """Rows of one TFDS split, by their record index: labels in memory, images read on demand."""
 
@@ -181,6 +191,7 @@ class RandomAccessSource:
       self.eval_parts[VALIDATION] = IndexedSplit(self, spec.train_split, held_out, labels[held_out])
     self.pool = IndexedSplit(self, spec.train_split, pool, labels[pool])
     self.eval_split_names = tuple(self.eval_parts)
+    self.pool_fingerprint = fingerprint(f"{spec.name}:{self.builder.version}", self.pool)
     self.labelled = self.counts = None
     if with_subset:
       self.labelled, self.counts = self._subset()
