@@ -82,8 +82,9 @@ def test_sdedit_is_tgt_random_deterministic_in_the_key_in_the_datas_shape_and_ra
 @pytest.mark.slow      # 30 s on 2 shared cores (four compilations); the e2e test runs the kind
 def test_g_of_the_sigma_ball_is_sdedit_and_the_prior_runs_the_whole_chain(teacher):
   params, fns = teacher.params, teacher.functions
-  x = jax.random.uniform(jax.random.key(0), (4, *IMAGE_SHAPE), minval=-1.0, maxval=1.0)
-  y = jnp.array([3, 999, 0, 512])
+  # 8 rows: one per device, so G runs under shard_map (the reference below does not).
+  x = jax.random.uniform(jax.random.key(0), (8, *IMAGE_SHAPE), minval=-1.0, maxval=1.0)
+  y = jnp.array([3, 999, 0, 512, 7, 7, 100, 1])
   # G(E(x) + σ_t·ε) is SDEdit's own x_t = √ᾱ_t·z + √(1−ᾱ_t)·ε denoised from t, then decoded.
   schedule = diffusion.load_schedule(_config().teacher.scheduler_dir)
   steps = schedule.timesteps(4)[1:]                       # runlocal: 4 DDIM steps
@@ -92,7 +93,7 @@ def test_g_of_the_sigma_ball_is_sdedit_and_the_prior_runs_the_whole_chain(teache
   eps = jax.random.normal(jax.random.key(3), z.shape)
   ours = jax.jit(lambda p, z_: fns.decode_conditional(p, z_, y, sigma))(params, z + sigma * eps)
   config, module, variables = dit.load(_config().teacher.transformer_dir)
-  x_t = diffusion.add_noise(schedule, z.reshape(4, 8, 8, 4), eps.reshape(4, 8, 8, 4), steps[0])
+  x_t = diffusion.add_noise(schedule, z.reshape(8, 8, 8, 4), eps.reshape(8, 8, 8, 4), steps[0])
   _, vae, vae_variables = autoencoder_kl.load(_config().teacher.vae_dir)
 
   @jax.jit
@@ -100,12 +101,12 @@ def test_g_of_the_sigma_ball_is_sdedit_and_the_prior_runs_the_whole_chain(teache
     x0 = diffusion.denoise(dit.noise_fn(module, variables), x_t, y, steps, 4, 1.5,
                            null_class=config.null_class, schedule=schedule)
     decoded = jnp.clip(vae.apply(vae_variables, x0, method=vae.decode_latent), -1.0, 1.0)
-    return jax.image.resize(decoded, (4, *IMAGE_SHAPE), "bilinear", antialias=True)
+    return jax.image.resize(decoded, (8, *IMAGE_SHAPE), "bilinear", antialias=True)
 
   want = reference(x_t)
   np.testing.assert_allclose(ours, want, atol=2e-4)
   prior = tgt.TGTConfig(method="tgt_prior", num_samples=2)
-  got = jax.jit(lambda p, key: tgt.synthesize(key, prior, fns, p, None, None, x))(
+  got = jax.jit(lambda p, key: tgt.synthesize(key, prior, fns, p, None, None, x[:4]))(
       params, jax.random.key(5))
   assert got.shape == (8, *IMAGE_SHAPE) and -1.0 <= got.min() and got.max() <= 1.0
 

@@ -57,6 +57,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from etils import epath
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from tgt_jax import sharding, tgt
 from tgt_jax.engine import artifacts
@@ -159,6 +160,22 @@ def _resize(images, size, pixel_range):
   return jnp.clip(resized, *pixel_range)
 
 
+def _per_device(fn, params, *rows):
+  """fn(params, *rows) with each device running its own rows (shard_map over the data axis):
+  a DiT's class-table gather on batch-sharded labels has no unambiguous sharding, and a
+  prior draw, made replicated, would otherwise be denoised whole on every device. Outside a
+  mesh fn runs as is; rows that do not split over the devices run replicated."""
+  mesh = jax.typeof(rows[0]).sharding.mesh
+  if mesh.empty or sharding.DATA_AXIS not in mesh.axis_names:
+    return fn(params, *rows)
+  if rows[0].shape[0] % mesh.shape[sharding.DATA_AXIS]:
+    return fn(params, *[sharding.gathered(r) for r in rows])
+  spec = P(sharding.DATA_AXIS)
+  rows = [jax.sharding.reshard(r, NamedSharding(mesh, spec)) for r in rows]
+  return jax.shard_map(fn, mesh=mesh, in_specs=(P(), *[spec] * len(rows)), out_specs=spec)(
+      params, *rows)
+
+
 def teacher_functions(base, transformer, schedule, num_steps, guidance, image_shape,
                       native_size, condition_on="label"):
   """The tgt.Teacher: `base` (pretrained.teacher_functions at native_size px) for E, the
@@ -179,8 +196,10 @@ def teacher_functions(base, transformer, schedule, num_steps, guidance, image_sh
     x_t = z.reshape(z.shape[0], *latent)
     if sigma != math.inf:            # z + σ·ε = x_t/√ᾱ_t
       x_t = x_t * np.float32(np.sqrt(alphas[timesteps[0]]))
-    x0 = diffusion.denoise(dit.noise_fn(transformer, p["diffusion"]), x_t, labels, timesteps,
-                           num_steps, guidance, null_class=config.null_class, schedule=schedule)
+    x0 = _per_device(lambda variables, x, c: diffusion.denoise(
+        dit.noise_fn(transformer, variables), x, c, timesteps, num_steps, guidance,
+        null_class=config.null_class, schedule=schedule), p["diffusion"], x_t,
+                     jnp.asarray(labels, jnp.int32))
     return decode(p, x0.reshape(z.shape[0], -1))
 
   return tgt.Teacher(encode=encode, decode=decode, label=base.label, latent_dim=base.latent_dim,
