@@ -65,6 +65,7 @@ def test_imagenet_runlocal_with_a_teacher_from_published_files(tmp_path, method)
   # A published file carries no checksum: its sha256 is recorded at first use.
   assert recorded[f"sha256 of {config.teacher.labeler_file}"] == hashlib.sha256(
       open(config.teacher.labeler_file, "rb").read()).hexdigest()
+  if method != "kd":
     assert any(f.startswith("real_decoded_explored_") for f in os.listdir(tmp_path))
 
 
@@ -83,6 +84,36 @@ def test_imagenet_runlocal_teacher_report(tmp_path):
   assert 0 < results["prior_label_entropy_nats"] <= results["prior_label_entropy_uniform_nats"]
   assert any(f.startswith("teacher_report_") and f.endswith(".png")
              for f in os.listdir(tmp_path))
+
+
+@pytest.mark.slow      # 112, 66 and 45 s on 2 shared cores; tests/teachers/test_diffusion.py runs the kind
+@pytest.mark.parametrize("method", ["tgt_random", "tgt_prior", "teacher_report"])
+def test_imagenet_runlocal_with_a_diffusion_teacher(tmp_path, method):
+  """teacher=dit on the tiny fixtures (a 1,000-class DiT, the AutoencoderKL, the BiT labeler)
+  under mock ImageNet: 3 student steps of SDEdit around each example (tgt_random) or samples
+  from pure noise (tgt_prior), every published file in the identity; and the teacher report,
+  whose label-kept figures are at each SDEdit strength."""
+  arg = "job=teacher_report" if method == "teacher_report" else f"method={method}"
+  config = load_config("imagenet", f"runlocal,teacher=dit,{arg}")
+  with tfds.testing.mock_data(num_examples=48, policy=tfds.testing.MockPolicy.USE_CODE):
+    results = jobs.run(config, str(tmp_path))
+  t = config.teacher
+  if method == "teacher_report":
+    assert results["teacher_kind"] == "diffusion" and results["num_examples"] == 32
+    for key in ("reconstruction_psnr_db", "labeler_accuracy_on_reconstructions",
+                "label_kept_at_sigma_0.25", "label_kept_at_sigma_2.0", "prior_label_entropy_nats"):
+      assert np.isfinite(results[key]), key
+    assert results["teacher"]["native_resolution"] == 16
+    assert any(f.startswith("teacher_report_") for f in os.listdir(tmp_path))
+    return
+  assert results["checkpoint_step"] == 3 and 0.0 <= results["test_accuracy"] <= 1.0
+  assert results["teacher_dir"] == t.transformer_dir
+  recorded = json.loads((tmp_path / "teacher_identity.json").read_text())["identity"]
+  assert sorted(k for k in recorded if k.startswith("teacher_params.")) == [
+      "teacher_params.diffusion", "teacher_params.generator", "teacher_params.labeler"]
+  files = [k for k in recorded if k.startswith("sha256 of ")]
+  assert len(files) == 6 and f"sha256 of {t.scheduler_dir}/scheduler_config.json" in files
+  assert any(f.startswith("real_decoded_explored_") for f in os.listdir(tmp_path))
 
 
 @pytest.mark.slow      # the BigBiGAN-shaped kind; the published-files kind runs by default above
