@@ -10,7 +10,10 @@ Commands behind benchmarks/results/retrieval/ (repo root, 2 CPU cores; README "R
   --smoke   the runlocal config on the test fixture, 1 seed, ce and tgt_random, 64 pairs
             (→ retrieval_smoke/; ~30 s once the teachers exist, ~1 min from nothing)
 Other flags: --seeds --methods --num_pairs --steps --data_dir --teacher_dir
-  --retrieval_teacher_dir --out, --cached_only (tabulate finished runs, train none).
+  --retrieval_teacher_dir --out, --cached_only (tabulate finished runs, train none),
+  --retrieval_teacher=minilm (all-MiniLM-L6-v2 zero-shot as the retrieval teacher, the
+  config's teacher=minilm; → OUT retrieval_minilm[_quick|_smoke]/; --smoke uses the tiny
+  BERT fixture; tgt_gradient is refused with it, so list --methods without it).
 
 Every run is the real student job (jobs.run with job=retrieval) of
 configs/wordnet_retrieval.py with one shared text teacher (the sequence VAE of
@@ -66,6 +69,7 @@ def parse_args(argv=None):
                  help="train nothing: tabulate the runs OUT/runs already holds")
   p.add_argument("--quick", action="store_true")
   p.add_argument("--smoke", action="store_true")
+  p.add_argument("--retrieval_teacher", default="dual_hybrid", help="dual_hybrid | minilm")
   args = p.parse_args(argv)
   if args.quick:
     args.seeds, args.num_pairs, args.steps = 2, "2500", args.steps or 500
@@ -75,7 +79,8 @@ def parse_args(argv=None):
     args.data_dir = args.data_dir or FIXTURE
   if not args.out:     # a quick or smoke run never overwrites the full results
     suffix = next((f"_{m}" for m in ("smoke", "quick") if getattr(args, m)), "")
-    args.out = os.path.join(REPO, "benchmarks", "results", "retrieval" + suffix)
+    teacher = "" if args.retrieval_teacher == "dual_hybrid" else f"_{args.retrieval_teacher}"
+    args.out = os.path.join(REPO, "benchmarks", "results", "retrieval" + teacher + suffix)
   args.method_list = tuple(m for m in (args.methods or DEFAULT_METHODS).split(",") if m)
   args.num_pairs_list = tuple(int(n) for n in args.num_pairs.split(",") if n)
   args.seed_list = tuple(range(args.seeds))
@@ -88,8 +93,8 @@ def retrieval_config(args, **overrides):
                "retrieval_teacher.dir": args.retrieval_teacher_dir, **overrides}
   if args.steps:
     overrides["num_train_steps"] = args.steps
-  return configlib.load(os.path.join(REPO, "configs", "wordnet_retrieval.py"),
-                        "runlocal" if args.smoke else None, **overrides)
+  arg = ",".join((["runlocal"] if args.smoke else []) + [f"teacher={args.retrieval_teacher}"])
+  return configlib.load(os.path.join(REPO, "configs", "wordnet_retrieval.py"), arg, **overrides)
 
 
 def prepare_teachers(args):
@@ -202,12 +207,17 @@ def markdown(header, summary, teacher_meta, args, lexical=None):
         lines.append(f"| `{method}` | {num_pairs} | " + " | ".join(cols) +
                      f" | {entry['seconds']:.0f} |")
   test = teacher_meta["report"]["test"]
-  lines.append(f"| retrieval teacher `{teacher_meta['model']}` (all train pairs) | all | " +
+  trained = "zero-shot, no training" if "encoder_dir" in teacher_meta else "all train pairs"
+  lines.append(f"| retrieval teacher `{teacher_meta['model']}` ({trained}) | all | " +
                " | ".join(f"{100 * test[m]:.2f}" for m in METRICS) + " | — |")
   diagnostics = teacher_meta.get("diagnostics", {}).get("test")
   if diagnostics:
     for scorer, label in (("dense_only", "its dense score alone"),
+                          ("through_word_table", "the query's VAE words through the WordPiece "
+                                                 "table (the student step's path)"),
                           ("lexical_only", "its TF-IDF term alone (query words, no training)")):
+      if scorer not in diagnostics:
+        continue
       lines.append(f"| teacher: {label} | — | " + " | ".join(
           f"{100 * diagnostics[scorer]['all'][m]:.2f}" for m in METRICS) + " | — |")
   if lexical:
@@ -219,7 +229,9 @@ def markdown(header, summary, teacher_meta, args, lexical=None):
               "holds a query word or not.", "",
               "| scorer | " + " | ".join(GROUPS) + " |", "|---|" + "---|" * len(GROUPS),
               "| queries | " + " | ".join(str(sizes[g]) for g in GROUPS) + " |"]
-    for scorer in ("teacher", "dense_only", "lexical_only"):
+    for scorer in ("teacher", "dense_only", "through_word_table", "lexical_only"):
+      if scorer not in diagnostics:
+        continue
       lines.append(f"| {scorer} | " + " | ".join(
           f"{100 * diagnostics[scorer][g]['recall@10']:.2f}" if g in diagnostics[scorer]
           else "—" for g in GROUPS) + " |")
