@@ -158,6 +158,8 @@ def data_identity(dataset):
     digest = hashlib.sha256(np.ascontiguousarray(split.images).tobytes())
     digest.update(np.ascontiguousarray(split.labels).tobytes())
     out["data.train_fingerprint"] = digest.hexdigest()[:16]
+  elif getattr(dataset, "pool_fingerprint", None):     # TFDS read by index: records and labels
+    out["data.train_fingerprint"] = dataset.pool_fingerprint
   return out
 
 
