@@ -10,12 +10,21 @@ is half of XLA's. The parameter count is diffusers' layout: every block holds it
 of the timestep/label embedder (2.8M each), so 27 copies more than the paper's 675M.
 Also printed: the same count from the layer shapes by hand (matmuls
 only), and the doubled batch of one classifier-free-guided sampling step.
+
+Then what one synthetic sample of teacher.kind='diffusion' costs (teachers/diffusion.py):
+k DDIM steps, each a guided pass on the doubled batch, then the sd-vae decoder at 256 px
+(and, for tgt_random, the encoder of the real image). XLA's cost analysis counts a
+while loop's body once whatever its trip count (a lax.scan of k steps reports one step),
+so the chain is measured unrolled (k = 2, against k × one step + the decoder) and the
+table is composed from the measured parts: k = 5 is tgt.sigma = 0.5 with the default 25
+steps, k = 25 a tgt_prior sample (the σ ↔ t table is in teachers/diffusion.py).
 """
 
 import jax
 import jax.numpy as jnp
 
-from tgt_jax.models import dit
+from benchmarks import imagenet_shaped
+from tgt_jax.models import autoencoder_kl, diffusion, dit
 
 PUBLISHED_GFLOPS = 118.6        # DiT-XL/2, 256×256 (Peebles & Xie 2023, Table 4)
 
@@ -30,6 +39,47 @@ def xla_flops(config, batch, dtype=jnp.float32):
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   return cost["flops"]
+
+
+def _flops(fn, *args):
+  cost = jax.jit(fn).lower(*args).compile().cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return cost["flops"]
+
+
+def _abstract(shape, dtype=jnp.float32):
+  return jax.ShapeDtypeStruct(shape, dtype)
+
+
+def chain_flops(config, steps, guidance=1.5, decode=True, num_steps=25):
+  """XLA FLOPs of one sample's `steps` guided DDIM steps, unrolled (no scan), and the decoder."""
+  module = dit.DiT(config)
+  schedule = diffusion.Schedule()
+  timesteps = [int(t) for t in schedule.timesteps(num_steps)[-steps:]]
+  side = config.sample_size
+  vae = autoencoder_kl.AutoencoderKL(imagenet_shaped.SD_VAE)
+
+  def chain(params, vae_params, x, labels):
+    noise_fn = dit.noise_fn(module, params)
+    for t in timesteps:
+      eps = diffusion.guided_noise(noise_fn, x, t, labels, guidance, config.null_class)
+      x = diffusion.ddim_step(schedule, num_steps, eps, t, x)[0]
+    return vae.apply(vae_params, x, method=vae.decode_latent) if decode else x
+
+  return _flops(chain, {"params": dit.abstract_params(module)},
+                {"params": autoencoder_kl.abstract_params(vae)},
+                _abstract((1, side, side, config.in_channels)), _abstract((1,), jnp.int32))
+
+
+def vae_flops(config, image=256):
+  """XLA FLOPs of the sd-vae decoder (latent → image) and encoder (image → latent), one sample."""
+  vae = autoencoder_kl.AutoencoderKL(imagenet_shaped.SD_VAE)
+  params = {"params": autoencoder_kl.abstract_params(vae)}
+  latent = _abstract((1, config.sample_size, config.sample_size, config.in_channels))
+  decoder = _flops(lambda p, z: vae.apply(p, z, method=vae.decode_latent), params, latent)
+  encoder = _flops(lambda p, x: vae.apply(p, x, method=vae.encode_latent), params,
+                   _abstract((1, image, image, 3)))
+  return decoder, encoder
 
 
 def matmul_macs(config):
@@ -58,6 +108,22 @@ def main():
   print(f"published (multiply-adds):             {PUBLISHED_GFLOPS:8.1f} G")
   two = xla_flops(config, 2)
   print(f"XLA, batch 2 (one guided step):        {two / 1e9:8.1f} GFLOPs")
+
+  print("\nOne synthetic sample of teacher.kind='diffusion' (guidance 1.5: doubled batch)")
+  step = chain_flops(config, 1, decode=False)
+  decoder, encoder = vae_flops(config)
+  two_steps = chain_flops(config, 2)
+  print(f"XLA, one guided DDIM step (2 passes):  {step / 1e9:8.1f} GFLOPs")
+  print(f"XLA, sd-vae decoder 32²×4 → 256²:      {decoder / 1e9:8.1f} GFLOPs")
+  print(f"XLA, sd-vae encoder 256² → 32²×4:      {encoder / 1e9:8.1f} GFLOPs")
+  print(f"XLA, 2 steps + decoder, unrolled:      {two_steps / 1e9:8.1f} GFLOPs "
+        f"(2 × step + decoder = {(2 * step + decoder) / 1e9:.1f})")
+  print("k steps | tgt_prior: k·step + decoder | tgt_random: + encoder | "
+        "the DiT alone by the paper (k·2 passes·118.6 G MACs·2)")
+  for k in (1, 2, 5, 7, 11, 25):
+    prior = k * step + decoder
+    print(f"{k:7d} | {prior / 1e9:12.1f} GFLOPs | {(prior + encoder) / 1e9:12.1f} GFLOPs | "
+          f"{k * 2 * PUBLISHED_GFLOPS * 2:8.1f} GFLOPs")
 
 
 if __name__ == "__main__":
