@@ -368,17 +368,8 @@ def _read_arrays(path):
 def load_zero_shot(directory, meta, mesh, encoder_dir):
   """load() of a published-encoder teacher (see load)."""
   path = checkpointing.absolute(directory)
-  recorded = (meta.get("identity") or {}).get("retrieval_teacher.encoder_files")
-  if recorded is not None:
-    artifacts.verify_checksums(encoder_dir, recorded, "sentence encoder")
-
-  def on_mismatch(name, expected, found):
-    raise ValueError(f"The word-piece table in {os.fspath(directory)!r} does not match its "
-                     f"{META_FILE}: {name} expected shape {expected}, found {found}.")
-
-  table = artifacts.restore_replicated(
-      path / generative.PARAMS_DIR, lambda: retrieval_zero_shot.params_shapes(meta), mesh,
-      on_mismatch, checksums=meta.get(artifacts.CHECKSUMS), what="retrieval teacher")
+  table = retrieval_zero_shot.restore_table(path / generative.PARAMS_DIR, meta, mesh,
+                                            encoder_dir, META_FILE)
   index, negatives = _read_arrays(path)
   scorer, params = retrieval_zero_shot.scorer_and_params(
       {**meta, "encoder_dir": encoder_dir}, table, index, mesh)

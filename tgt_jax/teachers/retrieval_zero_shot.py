@@ -13,6 +13,7 @@ tokenizer ("teacher"), and the query's VAE word ids through the table
 """
 
 import logging
+import os
 import time
 
 import jax
@@ -21,6 +22,7 @@ import numpy as np
 
 from tgt_jax import sharding
 from tgt_jax.data import wordnet
+from tgt_jax.engine import artifacts
 from tgt_jax.evaluation import retrieval
 from tgt_jax.teachers import text_encoder
 
@@ -117,6 +119,22 @@ def make(config, task, mesh):
           "train_unknown_word_fraction": float(unknown), "distinct_documents": int(distinct),
           "seconds": {k: round(v, 1) for k, v in seconds.items()}}
   return meta, params, index, negatives, ranks
+
+
+def restore_table(params_dir, meta, mesh, encoder_dir, meta_file):
+  """The stored table, replicated; first the encoder folder's published files (their recorded
+  sha256) and the teacher's own files (its checksums) are verified."""
+  recorded = (meta.get("identity") or {}).get("retrieval_teacher.encoder_files")
+  if recorded is not None:
+    artifacts.verify_checksums(encoder_dir, recorded, "sentence encoder")
+
+  def on_mismatch(name, expected, found):
+    raise ValueError(f"The word-piece table in {os.fspath(params_dir)!r} does not match its "
+                     f"{meta_file}: {name} expected shape {expected}, found {found}.")
+
+  return artifacts.restore_replicated(params_dir, lambda: params_shapes(meta), mesh, on_mismatch,
+                                      checksums=meta.get(artifacts.CHECKSUMS),
+                                      what="retrieval teacher")
 
 
 def scorer_and_params(meta, params, index, mesh):
