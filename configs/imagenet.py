@@ -42,8 +42,9 @@ to DIR, then
     --config.teacher.dit_dir=DIR --workdir=/tmp/dit_report
   python -m tgt_jax.main --config=configs/imagenet.py:teacher=dit,method=tgt_prior \
     --config.teacher.dit_dir=DIR --workdir=gs://BUCKET/tgt/imagenet_dit
-  (--config.teacher.ddim_steps=N, --config.teacher.guidance=G, --config.teacher.condition_on=labeler;
-  the gradient methods are refused.) :teacher=dit,runlocal runs on the tiny fixtures.
+  (--config.teacher.ddim_steps=N, --config.teacher.guidance=G,
+  --config.teacher.condition_on=labeler; the gradient methods are refused.)
+  :teacher=dit,runlocal runs on the tiny fixtures (a 1,000-class DiT made for it).
 
 Measured: only :runlocal (tests/e2e/test_configs.py); the loaders match diffusers and
 timm at random initialisation (README "Using a pretrained teacher"). Nobody has run the
