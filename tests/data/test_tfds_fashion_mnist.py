@@ -77,7 +77,8 @@ def test_wrong_magic_count_shape_or_checksum_is_one_line_naming_the_file(tmp_pat
   images = "train-images-idx3-ubyte.gz"
   bad_magic = lambda raw: _rewrite(raw / images, header=b"\x00\x00\x08\x01" + (
       30).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2)
-  _expect_error(tmp_path / "a", rf"{images}: idx magic number 2049.*expected 2051", damage=bad_magic)
+  _expect_error(tmp_path / "a", rf"{images}: idx magic number 2049.*expected 2051",
+                damage=bad_magic)
   _expect_error(tmp_path / "b", rf"{images}: 30 examples, expected 60000",
                 content=fashion_mnist.FASHION_MNIST)
   _expect_error(tmp_path / "c", rf"{images}: 23492 data bytes .* need 23520",

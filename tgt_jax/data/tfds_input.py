@@ -36,7 +36,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from tgt_jax.data import tfds_fashion_mnist  # pylint: disable=unused-import  (registers its builder)
+from tgt_jax.data import tfds_fashion_mnist  # pylint: disable=unused-import  (its TFDS builder)
 from tgt_jax.data import tfds_preprocess
 from tgt_jax.data import tfds_subsets
 
