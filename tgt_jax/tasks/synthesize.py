@@ -117,35 +117,43 @@ def check_cache(manifest, config, cfg, teacher_identity, num_examples, directory
 
 
 def make_synthesize(cfg, teacher, samples, mesh):
-  """Jitted (teacher params, keys [n], x [n, ...]) → (x' [n, N, ...], T(x') [n, N, C])."""
+  """Jitted (teacher params, keys [n], x [n, ...], y [n]) → (x' [n, N, ...], T(x') [n, N, C]);
+  y is what a class-conditional teacher makes x' under (unused by the others)."""
   many = tgt.TGTConfig(method=cfg.method, sigma=cfg.sigma, num_samples=samples)
 
-  def one(params, key, x):
-    x_syn = tgt.synthesize(key, many, teacher, params, None, None, x[None])
+  def one(params, key, x, y):
+    x_syn = tgt.synthesize(key, many, teacher, params, None, None, x[None], labels=y[None])
     return x_syn, teacher.label(params, x_syn)
 
   rows = sharding.batch_sharded(mesh)
-  return jax.jit(jax.vmap(one, in_axes=(None, 0, 0)),
-                 in_shardings=(sharding.replicated(mesh), rows, rows), out_shardings=rows)
+  return jax.jit(jax.vmap(one, in_axes=(None, 0, 0, 0)),
+                 in_shardings=(sharding.replicated(mesh), rows, rows, rows), out_shardings=rows)
 
 
-def _images_of(labelled):
-  """rows → images of the labelled subset: in memory, or read by index (TFDS ArrayRecord)."""
+def _examples_of(labelled):
+  """rows → (images, labels) of the labelled subset: in memory, or read by index (TFDS
+  ArrayRecord)."""
   if hasattr(labelled, "images"):
-    return lambda rows: labelled.images[rows]
-  return lambda rows: labelled.read(rows)["image"]
+    return lambda rows: (labelled.images[rows], labelled.labels[rows])
+
+  def read(rows):
+    batch = labelled.read(rows)
+    return batch["image"], batch["label"]
+  return read
 
 
-def _chunks(fn, params, images, first, count, seed, mesh):
+def _chunks(fn, params, examples, first, count, seed, mesh):
   """This process's records, CHUNK examples at a time (each call sees every device);
-  images(rows) gives the labelled examples' images."""
+  examples(rows) gives the labelled examples' (images, labels)."""
   devices = mesh.devices.size
   width = -(-CHUNK // devices) * devices
   for start in range(first, first + count, width):
     ids = np.arange(start, min(start + width, first + count))
     padded = np.concatenate([ids, np.full(width - len(ids), ids[-1])])
     keys = jax.vmap(lambda e: jax.random.fold_in(jax.random.key(seed), e))(jnp.asarray(padded))
-    x_syn, logits = jax.device_get(fn(params, keys, jnp.asarray(images(padded))))
+    images, labels = examples(padded)
+    x_syn, logits = jax.device_get(fn(params, keys, jnp.asarray(images),
+                                      jnp.asarray(labels, jnp.int32)))
     n, samples = len(ids), x_syn.shape[1]
     yield {"synthetic_image": x_syn[:n].reshape(n * samples, *x_syn.shape[2:]),
            "synthetic_teacher_logits": logits[:n].reshape(n * samples, -1).astype(np.float32),
@@ -207,7 +215,7 @@ def _write(config, cfg, teacher, labelled, directory, samples, recorded):
     fn = make_synthesize(cfg, teacher.functions, samples, mesh)
     written = synthetic_cache.write_shard(
         directory, index, processes, first, samples,
-        _chunks(fn, params, _images_of(labelled), first, count, config.seed, mesh))
+        _chunks(fn, params, _examples_of(labelled), first, count, config.seed, mesh))
     logging.info("Cache shard %d of %d: %d records in %s.", index, processes, written, directory)
   if processes > 1:
     multihost_utils.sync_global_devices("synthetic cache shards written")
