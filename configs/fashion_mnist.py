@@ -35,8 +35,12 @@ Measured (2 CPU cores shared with other jobs, jax 0.10.2):
   slow test tests/e2e/test_fashion_mnist.py); a tgt_random student step at batch 64 with
   shift augmentation: ~5 steps/s on 8 fake devices; a killed student resumed
   bit-for-bit (tests/e2e/test_recovery.py).
-  The full-size teacher: its generator ran at 0.77 steps/s (batch 128, niced), so the
-  defaults (10,000 + 6,000 steps) would take about 4 h here; not run to the end.
+  The teacher job with these defaults (2,000 VAE + 3,000 labeler steps at batch 64, 32-d
+  latent), from an empty workdir: 38 min (niced, beside other jobs). On all 10,000 test
+  images: labeler 92.4% (target 92%), labeler on E→G reconstructions 86.3% (target 85%);
+  on the 6,000 validation images 92.8% / 87.4%. The job's own figures (first 2,048 test
+  images): 91.9% / 86.2%, reconstruction MSE 0.0092, KL 71.6 nats, label kept at
+  σ = 0.25 / 0.5 / 1 / 2: 88.8 / 82.2 / 67.8 / 40.4%. No full-size student figures yet.
 """
 
 import ml_collections
@@ -67,8 +71,8 @@ def get_config(arg=None):
   ))
   config.student = ml_collections.ConfigDict(dict(model="cnn_small", dtype=""))
   config.teacher = configlib.digits_teacher(arg.runlocal)
-  config.teacher.update(dict(latent_dim=32, generator_steps=10_000, labeler_steps=6_000,
-                             batch_size=128, kl_warmup_steps=1_000))
+  config.teacher.update(dict(latent_dim=32, generator_steps=2_000, labeler_steps=3_000,
+                             batch_size=64, kl_warmup_steps=300))    # measured: see above
   config.method = arg.method
   config.tgt = configlib.tgt_defaults()
   config.tgt_cache = configlib.cache_defaults()   # offline x': in-memory data only for now
