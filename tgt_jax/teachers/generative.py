@@ -55,13 +55,22 @@ def parts_of(meta):
 
 
 def init_params(meta, rng):
-  """Fresh parameters of the teacher's parts (each part's key is the same whichever are held)."""
+  """Fresh parameters of the teacher's parts (each part's key is the same whichever are held).
+
+  One jitted call: run op by op, a conv VAE's init is ~90 small compilations (20 s of a
+  53 s smoke teacher on 2 cores)."""
   generator, labeler = build_modules(meta)
   x = jnp.zeros((1, *meta["image_shape"]), meta.get("input_dtype", "float32"))
-  rng_g, rng_l, rng_s = jax.random.split(rng, 3)
-  init = {"generator": lambda: generator.init(rng_g, x, rng_s),
-          "labeler": lambda: labeler.init(rng_l, x)}
-  return {part: init[part]() for part in parts_of(meta)}
+  parts = parts_of(meta)
+
+  @jax.jit
+  def init(rng):
+    rng_g, rng_l, rng_s = jax.random.split(rng, 3)
+    made = {"generator": lambda: generator.init(rng_g, x, rng_s),
+            "labeler": lambda: labeler.init(rng_l, x)}
+    return {part: made[part]() for part in parts}
+
+  return init(rng)
 
 
 def exists(directory):
