@@ -126,6 +126,7 @@ def test_imagenet_step_by_part_at_its_smallest_size(tmp_path):
   assert json.loads(out.read_text())["results"][0]["teacher_dtype"] == "float32"
 
 
+@pytest.mark.slow      # 53 s of the default run on 2 cores; device.py is also exercised on a device
 def test_device_benchmark_at_its_smallest_size(tmp_path, capsys):
   from benchmarks import device      # pylint: disable=g-import-not-at-top
   out = tmp_path / "device.json"

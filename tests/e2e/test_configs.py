@@ -33,7 +33,8 @@ def test_cifar10_runlocal_teacher_then_student(tmp_path):
 
 
 @pytest.mark.parametrize("method", [
-    "ce", "kd", "tgt_random",
+    # 47 s; kd and tgt_random run the same TFDS mock path with a teacher
+    pytest.param("ce", marks=pytest.mark.slow), "kd", "tgt_random",
     # 42 s; a TGT-gradient step through published-format parts also runs by default in
     # tests/teachers/test_pretrained.py
     pytest.param("tgt_gradient", marks=pytest.mark.slow)])
