@@ -75,3 +75,15 @@ def assert_bf16_compute_close(apply, variables, x, want):
   logits = np.asarray(apply(variables, x))
   assert logits.dtype == np.float32 and np.all(np.isfinite(logits))
   assert np.abs(logits - want).max() < 0.1 * np.abs(want).max()
+
+
+def tree_digests(directory):
+  """{relative path: sha256} of every file below `directory`: "untouched" means equal."""
+  import hashlib  # pylint: disable=g-import-not-at-top
+  out = {}
+  for dirpath, _, files in os.walk(directory):
+    for name in files:
+      path = os.path.join(dirpath, name)
+      with open(path, "rb") as f:
+        out[os.path.relpath(path, directory)] = hashlib.sha256(f.read()).hexdigest()
+  return out

@@ -3,7 +3,6 @@ artifact: written by one job at a time, never retrained or rewritten under other
 read (never written) by readers, and checked on load. Each test is a case a hostile user
 found: it failed before the artifact rule and passes after."""
 
-import hashlib
 import json
 import os
 import re
@@ -12,7 +11,7 @@ import types
 
 import pytest
 
-from conftest import digits_config
+from conftest import digits_config, tree_digests
 from tgt_jax import configlib, jobs, workdir as workdir_lib
 from tgt_jax.engine import artifacts
 from tgt_jax.teachers import loading
@@ -20,17 +19,6 @@ from tgt_jax.teachers import loading
 SMALL = {"student.model": "mlp", "num_train_steps": 3}
 REPO = os.path.join(os.path.dirname(__file__), "..", "..")
 FIXTURES = os.path.join(REPO, "tests", "fixtures", "pretrained")
-
-
-def _tree_bytes(directory):
-  """{relative path: sha256} of every file below `directory`: "untouched" means equal."""
-  out = {}
-  for dirpath, _, files in os.walk(directory):
-    for name in files:
-      path = os.path.join(dirpath, name)
-      with open(path, "rb") as f:
-        out[os.path.relpath(path, directory)] = hashlib.sha256(f.read()).hexdigest()
-  return out
 
 
 @pytest.fixture(scope="module")
@@ -48,14 +36,14 @@ def test_a_labeler_is_never_trained_further_under_other_settings(kd_teacher, tmp
   """The LOSS case: a TGT student with labeler_steps=200 on a kd student's teacher used to
   continue its labeler from 40 to 200 steps and overwrite it."""
   teacher, kd_workdir = kd_teacher
-  before = _tree_bytes(teacher)
+  before = tree_digests(teacher)
   config = digits_config("runlocal", method="tgt_random", **SMALL,
                          **{"teacher.dir": teacher, "teacher.labeler_steps": 200})
   with pytest.raises(artifacts.ArtifactMismatch,
                      match=r"teacher.labeler_steps: teacher's labeler 40, this run 200.*never "
                            r"trained again"):
     jobs.run(config, str(tmp_path / "tgt"))
-  assert _tree_bytes(teacher) == before          # the labeler the kd run used is intact
+  assert tree_digests(teacher) == before          # the labeler the kd run used is intact
   resumed = jobs.run(digits_config("runlocal", method="kd", **{**SMALL, "num_train_steps": 4},
                                    **{"teacher.dir": teacher}), kd_workdir)
   assert resumed["checkpoint_step"] == 4         # and the kd run still resumes from it
@@ -64,22 +52,22 @@ def test_a_labeler_is_never_trained_further_under_other_settings(kd_teacher, tmp
 def test_a_teacher_job_with_another_seed_is_refused(kd_teacher, tmp_path):
   """It used to restore the seed-0 parts, log and record seed 1."""
   teacher, _ = kd_teacher
-  before = _tree_bytes(teacher)
+  before = tree_digests(teacher)
   config = digits_config("runlocal", **{"job": "teacher", "teacher.dir": teacher, "seed": 1})
   with pytest.raises(artifacts.ArtifactMismatch, match=r"teacher.seed: teacher's labeler 0, "
                                                        r"this run 1"):
     jobs.run(config, str(tmp_path / "job"))
-  assert _tree_bytes(teacher) == before
+  assert tree_digests(teacher) == before
 
 
 def test_the_teacher_report_reads_and_never_trains(kd_teacher, tmp_path):
   teacher, _ = kd_teacher
-  before = _tree_bytes(teacher)
+  before = tree_digests(teacher)
   report = {"job": "teacher_report"}
   with pytest.raises(FileNotFoundError, match=r"lacks \['generator'\] and this job only reads"):
     jobs.run(digits_config("runlocal", **report, **{"teacher.dir": teacher}),
              str(tmp_path / "a"))
-  assert _tree_bytes(teacher) == before
+  assert tree_digests(teacher) == before
   typo = str(tmp_path / "no_such_teacher")
   with pytest.raises(FileNotFoundError, match="only reads teachers"):
     jobs.run(digits_config("runlocal", **report, **{"teacher.dir": typo}), str(tmp_path / "b"))
@@ -103,12 +91,12 @@ def test_fewer_steps_than_the_newest_checkpoint_is_refused(tiny_teacher_dir, tmp
   """It used to write results.json for step 3 under num_train_steps=2 ("step 3/2")."""
   workdir = str(tmp_path / "run")
   jobs.run(digits_config("runlocal", **SMALL, **{"teacher.dir": tiny_teacher_dir}), workdir)
-  before = _tree_bytes(workdir)
+  before = tree_digests(workdir)
   with pytest.raises(ValueError, match=r"num_train_steps=2 is below step 3 of the newest "
                                        r"student checkpoint.*eval_only"):
     jobs.run(digits_config("runlocal", **{**SMALL, "num_train_steps": 2},
                            **{"teacher.dir": tiny_teacher_dir}), workdir)
-  assert _tree_bytes(workdir) == before
+  assert tree_digests(workdir) == before
 
 
 def test_a_teacher_dir_that_cannot_be_written_is_named(tmp_path):
@@ -175,7 +163,7 @@ def test_a_retrieval_student_resumed_on_a_retrained_teacher_is_refused(tmp_path)
                                                       "num_train_steps": 3})
   workdir = str(tmp_path / "student")
   jobs.run(student, workdir)
-  before = _tree_bytes(os.path.join(workdir, "checkpoints"))
+  before = tree_digests(os.path.join(workdir, "checkpoints"))
   shutil.rmtree(teacher)                  # retrained in place, with another seed
   jobs.run(_retrieval_config("runlocal,job=retrieval_teacher",
                              **{"retrieval_teacher.dir": teacher, "retrieval_teacher.seed": 1}),
@@ -194,7 +182,7 @@ def test_a_retrieval_student_resumed_on_a_retrained_teacher_is_refused(tmp_path)
     json.dump(meta, f)
   with pytest.raises(workdir_lib.IdentityMismatch, match="retrieval_teacher_params: recorded"):
     jobs.run(student, workdir)
-  assert _tree_bytes(os.path.join(workdir, "checkpoints")) == before
+  assert tree_digests(os.path.join(workdir, "checkpoints")) == before
 
 
 RACER = """

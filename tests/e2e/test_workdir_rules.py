@@ -2,7 +2,6 @@
 (another config, eval_only, a damaged teacher, a bad path) stops with a named error and
 leaves every checkpoint as it was. Signals and concurrent starts: e2e/test_recovery.py."""
 
-import hashlib
 import json
 import os
 import re
@@ -13,7 +12,7 @@ import pytest
 from tgt_jax import jobs, workdir as workdir_lib
 from tgt_jax.teachers import generative
 
-from conftest import digits_config
+from conftest import digits_config, tree_digests
 
 SMALL = {"student.model": "mlp", "num_train_steps": 3}
 
@@ -22,24 +21,13 @@ def _config(teacher_dir, **overrides):
   return digits_config("runlocal", **{**SMALL, "teacher.dir": teacher_dir, **overrides})
 
 
-def _tree_bytes(directory):
-  """{relative path: sha256} of every file below `directory`: "untouched" means equal."""
-  out = {}
-  for dirpath, _, files in os.walk(directory):
-    for name in files:
-      path = os.path.join(dirpath, name)
-      with open(path, "rb") as f:
-        out[os.path.relpath(path, directory)] = hashlib.sha256(f.read()).hexdigest()
-  return out
-
-
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, tiny_teacher_dir):
   """A finished 3-step student run: (workdir, its checkpoint files' hashes, results.json)."""
   workdir = str(tmp_path_factory.mktemp("finished"))
   jobs.run(_config(tiny_teacher_dir), workdir)
   with open(os.path.join(workdir, "results.json")) as f:
-    return workdir, _tree_bytes(workdir), f.read()
+    return workdir, tree_digests(workdir), f.read()
 
 
 @pytest.mark.parametrize("overrides,differs", [
@@ -55,7 +43,7 @@ def test_another_run_in_a_finished_workdir_is_refused_and_touches_nothing(
   with pytest.raises(workdir_lib.IdentityMismatch, match="holds another student run") as e:
     jobs.run(_config(tiny_teacher_dir, **overrides), workdir)
   assert differs in str(e.value) and "Use another --workdir" in str(e.value)
-  assert _tree_bytes(workdir) == before          # checkpoints, results, metrics: same bytes
+  assert tree_digests(workdir) == before          # checkpoints, results, metrics: same bytes
   assert not os.path.exists(os.path.join(workdir, "checkpoints.quarantine"))
   with open(os.path.join(workdir, "results.json")) as f:
     assert f.read() == results
@@ -113,7 +101,7 @@ def test_a_resume_with_another_teacher_in_the_same_directory_is_refused(tmp_path
             "teacher.labeler_steps": 5}
   jobs.run(digits_config("runlocal", **{**SMALL, **shared}), workdir)
   assert (tmp_path / "run" / workdir_lib.TEACHER_IDENTITY_FILE).exists()
-  before = _tree_bytes(os.path.join(workdir, "checkpoints"))
+  before = tree_digests(os.path.join(workdir, "checkpoints"))
   shutil.rmtree(teacher_dir)                 # retrained in place with another seed
   jobs.run(digits_config("runlocal", **{**shared, "job": "teacher", "teacher.seed": 1}),
            str(tmp_path / "elsewhere"))
@@ -131,4 +119,4 @@ def test_a_resume_with_another_teacher_in_the_same_directory_is_refused(tmp_path
     json.dump(meta, f)
   with pytest.raises(workdir_lib.IdentityMismatch, match=r"teacher_params\.labeler: recorded"):
     jobs.run(digits_config("runlocal", **{**SMALL, **shared, "num_train_steps": 6}), workdir)
-  assert _tree_bytes(os.path.join(workdir, "checkpoints")) == before
+  assert tree_digests(os.path.join(workdir, "checkpoints")) == before
