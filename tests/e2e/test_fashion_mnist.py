@@ -63,3 +63,20 @@ def test_runlocal_teacher_then_student_then_report_on_the_real_data(tmp_path, fa
                     str(tmp_path / "report"))
   assert report["split"] == "test" and report["num_examples"] == 256
   assert 0.0 <= report["labeler_accuracy_on_reconstructions"] <= 1.0
+
+
+@needs_package
+@pytest.mark.slow       # 92 s on 2 idle cores: the smoke teacher, the cache, the cached student
+def test_runlocal_synthesize_then_a_cached_student_on_the_real_data(tmp_path, fashion_data_dir):
+  """The synthesis cache on TFDS data read by index: job=synthesize (training the smoke
+  teacher first) writes x' for each labelled row, found again by its index by the student."""
+  work = str(tmp_path / "work")
+  made = jobs.run(fashion_config("runlocal,job=synthesize", fashion_data_dir,
+                                 **{"tgt_cache.samples_per_example": 2}), work)
+  assert made["num_examples"] == 100 and made["num_records"] == 200
+  results = jobs.run(fashion_config("runlocal", fashion_data_dir, **{
+      "teacher.dir": os.path.join(work, "teacher"), "tgt_cache.dir": made["cache_dir"]}),
+                     str(tmp_path / "student"))
+  assert results["checkpoint_step"] == 6 and results["data"]["class_counts"] == [10] * 10
+  identity = json.loads((tmp_path / "student" / "teacher_identity.json").read_text())["identity"]
+  assert "synthetic_cache" in identity and list(identity) != ["synthetic_cache"]
