@@ -1,7 +1,7 @@
 r"""The ImageNet-shaped TGT step measured part by part: where a step's FLOPs and time go.
 
 Command (repo root; 2 CPU cores: about 30 minutes with the defaults):
-  python -m benchmarks.step_cost --preset=imagenet \
+  python -m benchmarks.imagenet_step --preset=imagenet \
     --json_out=benchmarks/results/step_cost_imagenet.json
   (flags: --batch_size=2 --labeler=R152x2|R50x1 --teacher_dtypes=float32,bfloat16
    --methods=ce,kd,... --steps=2 --warmup=1 --size=full|tiny)

@@ -2,7 +2,7 @@ r"""Step cost of every method side by side : time, FLOPs, teacher passes, input.
 
 Command (repo root; 2 CPU cores take a few minutes with the defaults):
   python -m benchmarks.step_cost --json_out=/tmp/step_cost.json
-  (digits; --preset=imagenet measures the ImageNet-shaped step: benchmarks/imagenet_step.py)
+  (digits; the ImageNet-shaped step: python -m benchmarks.imagenet_step)
   (or python benchmarks/step_cost.py; flags: --steps=50 --warmup=5 --batch_size=64
    --student=cnn_small --methods=ce,kd,... --num_samples=1 --gradient_steps=1 --teacher_dir=DIR)
 
@@ -263,12 +263,9 @@ def format_table(results):
 def main(argv=None):
   """Measures, prints the table (and writes --json_out); returns the rows.
 
-  --preset=imagenet measures the ImageNet-shaped step instead (benchmarks/imagenet_step.py).
+  The ImageNet-shaped step has its own command: python -m benchmarks.imagenet_step.
   """
   argv = sys.argv[1:] if argv is None else list(argv)
-  if any(a.startswith("--preset") for a in argv):
-    from benchmarks import imagenet_step  # pylint: disable=g-import-not-at-top
-    return imagenet_step.main(argv)
   args = parse_args(argv)
   head = header(args)
   print("\n".join(head), flush=True)

@@ -50,7 +50,7 @@ Measured: only :runlocal (tests/e2e/test_configs.py); the loaders match diffuser
 timm at random initialisation (README "Using a pretrained teacher"). Nobody has run the
 full job or the teacher report with the real weights: they cannot be fetched here. No
 accuracy figures yet. The step's cost by part at these sizes (random weights, 2 CPU cores,
-python -m benchmarks.step_cost --preset=imagenet; README "Cost at scale"): kd 113 GFLOPs per
+python -m benchmarks.imagenet_step; README "Cost at scale"): kd 113 GFLOPs per
 image, tgt_random 901 (G 470, E 205: the student is 5% of it), tgt_gradient 2040, and
 tgt_random from an offline cache (job=synthesize) 137.
 """

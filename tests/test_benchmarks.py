@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from benchmarks import retrieval, sample_efficiency, se_report, seeds, step_cost, text_classification
+from benchmarks import (imagenet_step, retrieval, sample_efficiency, se_report, seeds, step_cost,
+                        text_classification)
 
 
 def test_step_cost_smallest_setting(tmp_path, capsys):
@@ -107,9 +108,9 @@ def test_seed_summaries():
 
 @pytest.mark.slow      # 50 s: four methods' steps through the tiny AutoencoderKL and BiT
 def test_imagenet_step_by_part_at_its_smallest_size(tmp_path):
-  """--preset=imagenet (through step_cost's CLI) at size tiny: the parts sum to the step."""
+  """--preset=imagenet at size tiny: the parts sum to the step."""
   out = tmp_path / "imagenet.json"
-  results = step_cost.main(["--preset=imagenet", "--size=tiny", "--batch_size=8", "--steps=1",
+  results = imagenet_step.main(["--preset=imagenet", "--size=tiny", "--batch_size=8", "--steps=1",
                             "--teacher_dtypes=float32", f"--json_out={out}",
                             "--methods=kd,tgt_random,tgt_random_cached,tgt_gradient"])
   rows = {r["method"]: r for r in results[0]["rows"]}

@@ -31,10 +31,11 @@ ALLOWED = {
 }
 
 
-def _modules():
+def _modules(root=None):
+  root = root or PACKAGE
   mods = {}
-  for path in PACKAGE.rglob("*.py"):
-    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+  for path in root.rglob("*.py"):
+    parts = path.relative_to(root.parent).with_suffix("").parts
     name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
     mods[name] = path
   return mods
@@ -46,9 +47,11 @@ def _resolve(name, mods):
   return name or None
 
 
-def import_graph():
-  """{module: set of tgt_jax modules it imports}, function-level imports included."""
-  mods = _modules()
+def import_graph(root=None):
+  """{module: set of modules of `root` (default tgt_jax) it imports}, function-level imports
+  included."""
+  root = root or PACKAGE
+  mods = _modules(root)
   graph = {m: set() for m in mods}
   for module, path in mods.items():
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
@@ -65,7 +68,7 @@ def import_graph():
         continue
       for target in targets:
         resolved = _resolve(target, mods)
-        if resolved and resolved != module and resolved.startswith("tgt_jax"):
+        if resolved and resolved != module and resolved.startswith(root.name):
           graph[module].add(resolved)
   return graph
 
@@ -108,6 +111,10 @@ def find_cycles(graph):
 
 def test_no_import_cycles():
   assert find_cycles(import_graph()) == []
+
+
+def test_no_import_cycles_among_the_benchmarks():
+  assert find_cycles(import_graph(PACKAGE.parent / "benchmarks")) == []
 
 
 def test_every_import_follows_the_layer_rule():
