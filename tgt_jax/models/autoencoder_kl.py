@@ -25,7 +25,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from etils import epath
 from flax import traverse_util
 
 from tgt_jax.models import weight_files
@@ -351,17 +350,10 @@ def convert(tensors, module, path):
     # OIHW → HWIO for convs; [out, in] (or a 1×1 conv's [O, I, 1, 1]) → [in, out] for Dense.
     layout = weight_files.pytorch_layout(leaf.shape, keypath[-1])
     flat["/".join(keypath)] = reader(_source_key(keypath, reader), layout, shape=leaf.shape)
-  reader.finish()
-  params = weight_files.unflatten(flat)
-  weight_files.check_shapes(params, expected, path)
-  return {"params": params}
+  return {"params": weight_files.finish(reader, flat, expected, path)}
 
 
 def load(directory, dtype=jnp.float32):
   """(config, module, variables) from a diffusers AutoencoderKL directory (local or gs://)."""
-  directory = epath.Path(directory)
-  config_path = directory / CONFIG_FILE
-  config = AutoencoderKLConfig.from_diffusers(weight_files.read_json(config_path), config_path)
-  module = AutoencoderKL(config, dtype)
-  weights_path = directory / WEIGHTS_FILE
-  return config, module, convert(weight_files.read_safetensors(weights_path), module, weights_path)
+  return weight_files.load_diffusers(directory, CONFIG_FILE, WEIGHTS_FILE, AutoencoderKLConfig.from_diffusers,
+                                     AutoencoderKL, convert, dtype)

@@ -341,10 +341,7 @@ def convert(tensors, module, path):
   for keypath, leaf in traverse_util.flatten_dict(expected).items():
     layout = weight_files.pytorch_layout(leaf.shape, keypath[-1])   # Linear [out, in] → [in, out]
     flat["/".join(keypath)] = reader(_source_key(keypath, prefix), layout, shape=leaf.shape)
-  reader.finish()
-  params = weight_files.unflatten(flat)
-  weight_files.check_shapes(params, expected, path)
-  return {"params": params}
+  return {"params": weight_files.finish(reader, flat, expected, path)}
 
 
 REQUIRED_FILES = (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE, MODULES_FILE, SENTENCE_CONFIG_FILE)

@@ -382,7 +382,4 @@ def load_bit_npz(path, depth=None, width=None, num_classes=None, **model_kwargs)
   reader = weight_files.TensorReader(tensors, path)
   flat = {p: reader(_npz_key(p), shape=leaf.shape)
           for p, leaf in traverse_util.flatten_dict(expected, sep="/").items()}
-  reader.finish()
-  params = weight_files.unflatten(flat)
-  weight_files.check_shapes(params, expected, path)
-  return model, {"params": params}
+  return model, {"params": weight_files.finish(reader, flat, expected, path)}

@@ -31,7 +31,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from etils import epath
 from flax import traverse_util
 
 from tgt_jax.models import weight_files
@@ -389,17 +388,10 @@ def convert(tensors, module, path):
     ndim = len(leaf.shape)
     transform = (lambda v: v) if keypath[-1] == "embedding" else (lambda v, n=ndim: _to_flax(v, n))
     flat["/".join(keypath)] = reader(_source_key(keypath, shared), transform)
-  reader.finish()
-  params = weight_files.unflatten(flat)
-  weight_files.check_shapes(params, expected, path)
-  return {"params": params}
+  return {"params": weight_files.finish(reader, flat, expected, path)}
 
 
 def load(directory, dtype=jnp.float32):
   """(config, module, variables) from a diffusers DiT transformer directory (local or gs://)."""
-  directory = epath.Path(directory)
-  config_path = directory / CONFIG_FILE
-  config = DiTConfig.from_diffusers(weight_files.read_json(config_path), config_path)
-  module = DiT(config, dtype)
-  weights_path = directory / WEIGHTS_FILE
-  return config, module, convert(weight_files.read_safetensors(weights_path), module, weights_path)
+  return weight_files.load_diffusers(directory, CONFIG_FILE, WEIGHTS_FILE, DiTConfig.from_diffusers,
+                                     DiT, convert, dtype)

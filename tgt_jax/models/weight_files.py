@@ -283,3 +283,24 @@ def check_shapes(params, expected, path):
     if tuple(got[name]) != tuple(want[name]):
       raise WeightFileError(f"{str(path)!r}: parameter {name} has shape {tuple(got[name])} in "
                             f"the file, the model expects {tuple(want[name])}.")
+
+
+def finish(reader, flat, expected, path):
+  """The converted parameter tree of a file whose every tensor went through `reader`: unused
+  tensors reported (reader.finish), {'a/b': x} nested, every shape checked against `expected`."""
+  reader.finish()
+  params = unflatten(flat)
+  check_shapes(params, expected, path)
+  return params
+
+
+def load_diffusers(directory, config_file, weights_file, config_of, module_of, convert, dtype):
+  """(config, module, variables) of a diffusers model folder (local or gs://): config.json read
+  by `config_of(json, path)`, the module built by `module_of(config, dtype)`, the safetensors
+  read with numpy and converted by `convert(tensors, module, path)`."""
+  directory = epath.Path(directory)
+  config_path = directory / config_file
+  config = config_of(read_json(config_path), config_path)
+  module = module_of(config, dtype)
+  weights_path = directory / weights_file
+  return config, module, convert(read_safetensors(weights_path), module, weights_path)
