@@ -3,11 +3,19 @@
 import setuptools
 
 # Ranges are the ones we test with (see README); the upper bounds keep a fresh
-# install from picking up a release with a breaking API change.
+# install from picking up a release with a breaking API change. The other packages'
+# newest releases are the same on Python 3.11 and 3.13.
+# jax 0.11+ and flax 0.12.9+ require Python >= 3.12: on 3.11 the newest are jax 0.10.2 and
+# flax 0.12.8; on 3.12+ it is jax 0.12 with flax 0.12.12 (tested on 3.13 by .ci/py313).
+OLD_PYTHON = "python_version < '3.12'"
+NEW_PYTHON = "python_version >= '3.12'"
 INSTALL_REQUIRES = [
-    "jax>=0.10.2,<0.11",
-    "jaxlib>=0.10.2,<0.11",
-    "flax>=0.12.8,<0.13",
+    f"jax>=0.10.2,<0.11; {OLD_PYTHON}",
+    f"jaxlib>=0.10.2,<0.11; {OLD_PYTHON}",
+    f"flax>=0.12.8,<0.13; {OLD_PYTHON}",
+    f"jax>=0.12.0.1,<0.13; {NEW_PYTHON}",
+    f"jaxlib>=0.12.0.1,<0.13; {NEW_PYTHON}",
+    f"flax>=0.12.12,<0.13; {NEW_PYTHON}",
     "optax>=0.2.8,<0.3",
     "orbax-checkpoint>=0.12.8,<0.13",
     "tensorflow-datasets>=4.9.10,<4.10",
