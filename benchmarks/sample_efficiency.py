@@ -168,20 +168,23 @@ def digits_config(**overrides):
 class Runner:
   """Trains and scores students, reusing each compiled step across cells and seeds."""
 
-  def __init__(self, dataset, mesh, steps, batch_size, teacher_meta):
+  def __init__(self, dataset, mesh, steps, batch_size, teacher_meta, config_fn=None,
+               cells=None):
     self.dataset, self.mesh, self.steps, self.batch_size = dataset, mesh, steps, batch_size
-    self.teacher_fns = generative.as_functions(teacher_meta)
+    self.config_fn = config_fn or digits_config     # dotted overrides → the run's config
+    self.cells = cells or {c: {"data.labels_per_class": k, "data.imbalance": rho}
+                           for c, (k, rho) in CELLS.items()}
+    self.teacher_fns = generative.as_functions(teacher_meta) if teacher_meta else None
     self.fill = float(dataset.pixel_range[0])
     self._steps, self._predict = {}, {}
 
   def config(self, arm, augment, cell, seed):
-    k, rho = CELLS[cell]
     overrides = {"method": arm.method, "seed": seed, "student.model": arm.student,
-                 "data.labels_per_class": k, "data.imbalance": rho, "data.augment": augment,
+                 **self.cells[cell], "data.augment": augment,
                  "num_train_steps": int(round(self.steps * arm.steps_factor)),
                  "batch_size": self.batch_size}
     overrides.update({f"tgt.{key}": value for key, value in arm.tgt})
-    return digits_config(**overrides)
+    return self.config_fn(**overrides)
 
   def subset(self, cell, seed):
     config = self.config(Arm("ce", "ce"), "none", cell, seed)

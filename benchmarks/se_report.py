@@ -88,19 +88,20 @@ def _cell_order(cell):
   return list(LABELS_PER_CLASS).index(cell) if cell in LABELS_PER_CLASS else 99
 
 
-def selection_table(selection):
-  """Validation accuracy (k5, seeds 0–1) of each augmentation per arm: how `aug` was chosen."""
+def selection_table(selection, augmentations=("none", "shift")):
+  """Validation accuracy of each augmentation per arm on the selection runs: how `aug` was
+  chosen."""
   by_arm = {}
   for row in selection:
     if row["arm"].startswith("same_labels/"):     # they take their pretrained twin's choice
       continue
     by_arm.setdefault(row["arm"], {}).setdefault(row["augment"], []).append(
         _acc(row, split="validation"))
-  lines = ["| arm | " + " | ".join(f"val. acc. with `{a}`" for a in ("none", "shift")) + " |",
-           "|---|---|---|"]
+  lines = ["| arm | " + " | ".join(f"val. acc. with `{a}`" for a in augmentations) + " |",
+           "|---|" + "---|" * len(augmentations)]
   for arm in sorted(by_arm, key=_arm_order):
     vals = [f"{np.mean(by_arm[arm][a]):.1f}" if a in by_arm[arm] else "—"
-            for a in ("none", "shift")]
+            for a in augmentations]
     lines.append(f"| `{arm}` | " + " | ".join(vals) + " |")
   return "\n".join(lines)
 
