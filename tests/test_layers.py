@@ -3,6 +3,9 @@
 Every import counts, at module level or inside a function, absolute or relative.
 The rule (docs/design.md, "Layers") names, for each part of tgt_jax, the parts it
 may import; a part is a sub-package (data, engine, ...) or a top-level module.
+Inside a part, modules stand side by side: one imports a sibling only through the
+part's shared modules, or a helper that belongs to it alone, unless it is one of the
+part's entry points (the modules that choose among the others by name).
 """
 
 import ast
@@ -29,6 +32,22 @@ ALLOWED = {
     "checkpointing": set(),
     "workdir": set(),
 }
+
+# part → its modules (relative names) that any module of the part may import.
+SHARED = {
+    "data": {"memory", "batches", "subsets", "splits", "augment", "tfds_preprocess",
+             "tfds_subsets", "tfds_input", "tfds_fashion_mnist", "wordnet"},
+    "tasks": {"method", "cache", "pretrained_student"},
+    "teachers": {"generative", "training", "text", "text_encoder", "pretrained", "loading",
+                 "kinds"},
+    "models": {"weight_files", "input_spec", "text", "resnet"},
+}
+# A helper → the one sibling it belongs to.
+HELPERS = {"tasks.probe": "tasks.classification", "tasks.retrieval_step": "tasks.retrieval"}
+# Entry points: they pick a sibling by name (a dataset, a teacher kind, a model), so they
+# may import any of them. "models" is the package itself: the registry of models by name.
+ENTRY_POINTS = {"data.sources", "data.datasets", "teachers.kinds", "teachers.loading",
+                "teachers.retrieval", "models"}
 
 
 def _modules(root=None):
@@ -125,6 +144,53 @@ def test_every_import_follows_the_layer_rule():
                  if _part(t) != _part(m) and "tgt_jax" not in (_part(m), _part(t))
                  and _part(t) not in ALLOWED[_part(m)])
   assert wrong == []
+
+
+def _relative(module):
+  return module.split(".", 1)[1] if "." in module else module
+
+
+def sideways_imports(graph):
+  """Imports between siblings of one part that the part's SHARED, HELPERS and ENTRY_POINTS do
+  not allow, as sorted 'module → sibling' lines. The part's package (its __init__) is not a
+  sibling: `from tgt_jax.data import x` runs it."""
+  wrong = []
+  for module, targets in graph.items():
+    part, importer = _part(module), _relative(module)
+    for target in targets:
+      name = _relative(target)
+      if (_part(target) != part or part == "tgt_jax" or target == f"tgt_jax.{part}"
+          or importer in ENTRY_POINTS or name.split(".", 1)[1] in SHARED.get(part, ())
+          or HELPERS.get(name) == importer):
+        continue
+      wrong.append(f"{module} → {target}")
+  return sorted(wrong)
+
+
+def test_siblings_import_each_other_only_through_shared_modules():
+  assert sideways_imports(import_graph()) == []
+
+
+def test_every_listed_shared_module_helper_and_entry_point_exists():
+  modules = {_relative(m) for m in import_graph()}
+  named = ({f"{part}.{name}" for part, names in SHARED.items() for name in names}
+           | set(HELPERS) | set(HELPERS.values()) | ENTRY_POINTS)
+  assert sorted(named - modules) == []
+
+
+def test_the_checker_refuses_a_task_importing_another_task(tmp_path, monkeypatch):
+  package = tmp_path / "tgt_jax"
+  (package / "tasks").mkdir(parents=True)
+  for name in ("__init__", "tasks/__init__", "tasks/cache", "tasks/probe"):
+    (package / f"{name}.py").write_text("")
+  (package / "tasks" / "synthesize.py").write_text("from tgt_jax.tasks import cache\n")
+  (package / "tasks" / "classification.py").write_text(
+      "from tgt_jax.tasks import cache, probe, synthesize\n")
+  (package / "tasks" / "retrieval.py").write_text("from tgt_jax.tasks import probe\n")
+  monkeypatch.setattr(__import__(__name__), "PACKAGE", package)
+  assert sideways_imports(import_graph()) == [
+      "tgt_jax.tasks.classification → tgt_jax.tasks.synthesize",
+      "tgt_jax.tasks.retrieval → tgt_jax.tasks.probe"]
 
 
 def test_only_main_imports_jobs():

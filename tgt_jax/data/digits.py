@@ -10,6 +10,7 @@ hyper-parameters are chosen on `validation`; `test` is for reporting only.
 import numpy as np
 
 from tgt_jax.data.memory import Split
+from tgt_jax.data.splits import stratified_split_rows
 
 NUM_CLASSES = 10
 IMAGE_SHAPE = (8, 8, 1)
@@ -24,18 +25,6 @@ def _load_raw():
   digits = load_digits()
   images = (digits.images.astype(np.float32) / 16.0)[..., None]
   return images, digits.target.astype(np.int32)
-
-
-def stratified_split_rows(labels, fractions, seed):
-  """Rows of each part, per class in proportion to `fractions` (sum ≤ 1; the rest is the last part)."""
-  rng = np.random.default_rng(seed)
-  parts = [[] for _ in range(len(fractions) + 1)]
-  for c in np.unique(labels):
-    rows = rng.permutation(np.flatnonzero(labels == c))
-    cuts = np.cumsum([int(round(f * len(rows))) for f in fractions])
-    for part, chunk in zip(parts, np.split(rows, cuts)):
-      part.append(chunk)
-  return [np.sort(np.concatenate(p)) for p in parts]
 
 
 def load_splits():

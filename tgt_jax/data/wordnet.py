@@ -19,8 +19,8 @@ import re
 
 import numpy as np
 
-from tgt_jax.data import digits
 from tgt_jax.data.memory import Dataset, Split
+from tgt_jax.data.splits import stratified_split_rows
 
 DEFAULT_DIR = "/usr/share/wordnet"
 MAX_LEN = 32
@@ -176,7 +176,7 @@ class Vocabulary:
 
 def split_rows(categories):
   """Fixed stratified {'train', 'validation', 'test'} → sorted rows, disjoint and covering."""
-  test, validation, train = digits.stratified_split_rows(
+  test, validation, train = stratified_split_rows(
       np.asarray(categories), [TEST_FRACTION, VALIDATION_FRACTION], SPLIT_SEED)
   return {"train": train, "validation": validation, "test": test}
 

@@ -21,18 +21,16 @@ from tgt_jax import metrics, models, sharding, tgt, workdir as workdir_lib
 from tgt_jax.data import augment, sources, subsets, synthetic_cache
 from tgt_jax.engine import artifacts, loop, state as state_lib
 from tgt_jax.evaluation import classification as evaluation
-from tgt_jax.tasks import pretrain, probe, synthesize
+from tgt_jax.tasks import cache, method, pretrained_student, probe
 from tgt_jax.teachers import kinds
 
-
-def tgt_config(config):
-  return tgt.TGTConfig(method=config.method, **config.tgt.to_dict())
+tgt_config = method.tgt_config     # where callers (benchmarks, tests) found it first
 
 
 def validate(config):
   """Every student value, before any work (teacher training included)."""
   models.check_classifier(config.student.model, config.student.get("dtype") or None)
-  tgt_config(config)   # validates method, σ, η, k, ε, m, τ
+  method.tgt_config(config)   # validates method, σ, η, k, ε, m, τ
   state_lib.check_optimizer(config.optimizer)
   state_lib.check_loop_settings(config)
   if config.data.name in sources.IN_MEMORY:
@@ -42,10 +40,10 @@ def validate(config):
     raise ValueError("method 'kd_transfer' reads unlabelled train images by index: it needs "
                      "in-memory data or data.reader='random_access' (ArrayRecord), not "
                      "data.reader='tf_data'.")
-  if synthesize.cache_settings(config)["dir"]:
-    if config.method not in synthesize.CACHEABLE_METHODS:
+  if cache.settings(config)["dir"]:
+    if config.method not in cache.CACHEABLE_METHODS:
       raise ValueError(f"tgt_cache.dir is set: a cache holds x' that does not depend on the "
-                       f"student, so method must be one of {list(synthesize.CACHEABLE_METHODS)}, "
+                       f"student, so method must be one of {list(cache.CACHEABLE_METHODS)}, "
                        f"not {config.method!r}.")
     if streamed:
       raise ValueError("tgt_cache.dir is set: cached x' are found by their real example's "
@@ -119,15 +117,15 @@ def init_student(config, source, mesh):
   """(module, optimizer, replicated step-0 state, key of the per-step noise) from the seed.
 
   With config.student.init_from, every parameter but the classification head
-  starts from that pretrained student (tasks/pretrain.py).
+  starts from that pretrained student (tasks/pretrained_student.py).
   """
   student = build_student(config, source)
   tx = state_lib.make_optimizer(config.optimizer, config.num_train_steps)
   init_key, step_key = jax.random.split(jax.random.key(config.seed))
   params = student.init(init_key, jnp.zeros((1, *source.image_shape), source.input_dtype))
   if config.student.get("init_from"):
-    params = pretrain.load_into(params, config.student.init_from, config.student.model,
-                                source.vocabulary)
+    params = pretrained_student.load_into(params, config.student.init_from,
+                                          config.student.model, source.vocabulary)
   state = sharding.replicate(mesh, state_lib.TrainState(jnp.asarray(0, jnp.int32), params,
                                                         tx.init(params)))
   return student, tx, state, step_key
@@ -136,7 +134,7 @@ def init_student(config, source, mesh):
 def run(config, workdir):
   """The student job: train (resuming), evaluate every eval split, write results.json."""
   start_time = time.time()
-  cfg = tgt_config(config)
+  cfg = method.tgt_config(config)
   mesh = sharding.mesh_for(batch_size=config.batch_size, eval_batch_size=config.eval_batch_size)
   source = sources.make_source(config)
   counts = source.counts
@@ -148,20 +146,20 @@ def run(config, workdir):
   logging.info("Student subset: %s, %d examples, per class %s", subset, int(np.sum(counts)),
                counts.tolist())
 
-  cache = synthesize.cache_settings(config)
-  if (cache["dir"] or cfg.method == "kd_transfer") and not reads_by_index(source):
-    raise ValueError(f"{'tgt_cache.dir' if cache['dir'] else 'kd_transfer'} needs data read by "
+  cache_dir = cache.settings(config)["dir"]
+  if (cache_dir or cfg.method == "kd_transfer") and not reads_by_index(source):
+    raise ValueError(f"{'tgt_cache.dir' if cache_dir else 'kd_transfer'} needs data read by "
                      f"index, and {config.data.name!r} is read as a tf.data stream: prepare it "
                      "as ArrayRecord (file_format='array_record') or use in-memory data.")
   teacher = kinds.teacher_for(config, cfg, workdir, source, mesh,
-                              parts=("labeler",) if cache["dir"] else None)
+                              parts=("labeler",) if cache_dir else None)
   reader = samples = None
   identity = dict(teacher.identity)
-  if cache["dir"] and not config.eval_only:
-    reader = synthesize.open_cache(cache["dir"])
-    samples = synthesize.check_cache(reader.manifest, config, cfg, teacher.identity,
-                                     int(np.sum(counts)), cache["dir"])
-    identity["synthetic_cache"] = synthesize.cache_fingerprint(reader.manifest)
+  if cache_dir and not config.eval_only:
+    reader = cache.open_reader(cache_dir)
+    samples = cache.check(reader.manifest, config, cfg, teacher.identity, int(np.sum(counts)),
+                          cache_dir)
+    identity["synthetic_cache"] = cache.fingerprint(reader.manifest)
   if identity:    # a resume must distil from the same teacher (and cache)
     workdir_lib.record_or_check(workdir, identity, "student run's teacher",
                                 file=workdir_lib.TEACHER_IDENTITY_FILE)

@@ -3,12 +3,11 @@
 The paper's comparison point for text (§4.3): the student's own architecture,
 pretrained without labels on every training gloss, then fine-tuned on the few
 labels (`config.student.init_from`). TGT is meant to match it from scratch.
-The pretraining job saves `params/` and `pretrained.json` like a teacher does.
+The pretraining job saves `params/` and `pretrained.json` like a teacher does
+(tasks/pretrained_student.py: the format, and how a student starts from it).
 """
 
-import json
 import math
-import os
 import time
 
 import jax
@@ -16,13 +15,12 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-from tgt_jax import checkpointing, losses, models, sharding
-from tgt_jax.teachers import generative
+from tgt_jax import losses, models, sharding
 from tgt_jax.data import sources
 from tgt_jax.engine import artifacts
-from tgt_jax.teachers import training
+from tgt_jax.tasks import pretrained_student
+from tgt_jax.teachers import generative, training
 
-META_FILE = "pretrained.json"
 MASK = 2                       # the vocabulary's <mask> token (data/wordnet.py)
 
 
@@ -98,7 +96,8 @@ def run_pretrain_job(config, workdir):
             "vocabulary_fingerprint": generative.vocabulary_fingerprint(source.vocabulary),
             "steps": int(pcfg.steps), "mask_rate": float(pcfg.mask_rate),
             "validation_masked_accuracy": accuracy}
-    artifacts.save_params_then_json(directory, params, META_FILE, meta)
+    artifacts.save_params_then_json(directory, params, pretrained_student.META_FILE,
+                                    meta)
   results = {"job": "pretrain", "pretrained_dir": directory, "seed": config.seed,
              "wall_time_sec": time.time() - start, **meta}
   return artifacts.write_results(workdir, results)
@@ -109,32 +108,3 @@ def _masked_accuracy(loss_fn, params, tokens, seed, chunk=256):
   scores = [float(fn(params, jnp.asarray(tokens[i:i + chunk]), jax.random.key(seed + i)))
             for i in range(0, len(tokens), chunk)]
   return float(np.mean(scores))
-
-
-def load_into(params, directory, model_name, vocabulary=None, mesh=None):
-  """`params` with every entry but the classification head taken from the pretrained student."""
-  path = epath.Path(directory, META_FILE)
-  if not path.exists():
-    raise FileNotFoundError(f"No pretrained student at {os.fspath(directory)!r} ({META_FILE} is "
-                            "missing): run the pretrain job first "
-                            "(configs/wordnet.py:job=pretrain).")
-  meta = json.loads(path.read_text())
-  if meta["model"] != model_name:
-    raise ValueError(f"The pretrained student at {os.fspath(directory)!r} is a {meta['model']!r}; "
-                     f"config.student.model is {model_name!r}.")
-  if vocabulary is not None and (meta.get("vocabulary_fingerprint")
-                                 != generative.vocabulary_fingerprint(vocabulary)):
-    raise ValueError(f"The pretrained student at {os.fspath(directory)!r} was trained on another "
-                     "vocabulary (config.data.vocab_size / data.dir differ from its run).")
-
-  def mismatch(name, expected, found):
-    raise ValueError(f"Pretrained parameters at {os.fspath(directory)!r} do not fit the student: "
-                     f"parameter {name} expected shape {expected}, found {found}.")
-
-  restored = artifacts.restore_replicated(checkpointing.absolute(directory) / generative.PARAMS_DIR,
-                                        lambda: params, mesh, mismatch,
-                                        checksums=meta.get(artifacts.CHECKSUMS),
-                                        what="pretrained student")
-  restored = jax.device_get(restored)
-  return {"params": {name: (params["params"][name] if name == "head" else value)
-                     for name, value in restored["params"].items()}}

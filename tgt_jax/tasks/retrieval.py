@@ -23,8 +23,7 @@ from tgt_jax.data import batches as batches_lib, reverse_dictionary, wordnet
 from tgt_jax.engine import artifacts, loop, state as state_lib
 from tgt_jax.evaluation import retrieval
 from tgt_jax.models import dual_encoder
-from tgt_jax.tasks import retrieval_step
-from tgt_jax.tasks.classification import tgt_config
+from tgt_jax.tasks import method, retrieval_step
 from tgt_jax.teachers import retrieval as retrieval_teacher
 from tgt_jax.teachers import retrieval_zero_shot, text_encoder
 from tgt_jax.teachers import training
@@ -56,7 +55,7 @@ def validate(config):
                      "between 0 and retrieval_teacher.mined_negatives="
                      f"{config.retrieval_teacher.mined_negatives}.")
   if config.job == "retrieval":
-    cfg = tgt_config(config)     # validates method, σ, η, k, ε, m, τ
+    cfg = method.tgt_config(config)     # validates method, σ, η, k, ε, m, τ
     if cfg.method == "kd_mixup":
       raise ValueError("method 'kd_mixup' mixes continuous inputs; queries are token ids. "
                        f"Choose one of {[m for m in tgt.METHODS if m != 'kd_mixup']}.")
@@ -106,7 +105,7 @@ def load_text_teacher(config, workdir, task, mesh):
 def run_student(config, workdir):
   """The retrieval student job: train (resuming), rank every split, write results.json."""
   start_time = time.time()
-  cfg = tgt_config(config)
+  cfg = method.tgt_config(config)
   mesh = sharding.mesh_for(batch_size=config.batch_size, eval_batch_size=config.eval_batch_size)
   if not config.eval_only:
     loop.refuse_shorter_run(workdir, config.num_train_steps)

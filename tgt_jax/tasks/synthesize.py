@@ -15,11 +15,9 @@ The student streams it with --config.tgt_cache.dir=DIR (tasks/classification.py)
 the same loss as online exploration, with x' and T(x') read from the cache; T(x) on
 the real batch stays online. The manifest records what made the cache (method, σ,
 subset, seed, the teacher's parameter hashes), and a student whose config disagrees
-is refused by name.
+is refused by name. What the writer and the student agree on is tasks/cache.py.
 """
 
-import hashlib
-import json
 import logging
 import time
 
@@ -29,91 +27,35 @@ import numpy as np
 from etils import epath
 from jax.experimental import multihost_utils
 
-from tgt_jax import checkpointing, sharding, tgt
+from tgt_jax import sharding, tgt
 from tgt_jax.data import sources, synthetic_cache
 from tgt_jax.engine import artifacts
+from tgt_jax.tasks import cache, method
 from tgt_jax.teachers import kinds
 
-CACHEABLE_METHODS = ("tgt_random", "tgt_prior")
 DEFAULT_DIR = "synthetic"
 CHUNK = 64                 # examples per jitted call (padded up to the device count)
-
-
-def cache_settings(config):
-  """The ConfigDict block, with defaults for configs that have none."""
-  block = config.get("tgt_cache") or {}
-  return {"dir": block.get("dir", ""), "samples_per_example": int(block.get(
-      "samples_per_example", 16)), "samples": int(block.get("samples", 0))}
+IDENTITY_FILE = "cache_identity.json"
+cache_fingerprint = cache.fingerprint     # where callers found it before tasks/cache.py
 
 
 def cache_dir(config, workdir):
-  return cache_settings(config)["dir"] or str(epath.Path(workdir) / DEFAULT_DIR)
+  return cache.settings(config)["dir"] or str(epath.Path(workdir) / DEFAULT_DIR)
 
 
 def validate(config):
-  if config.method not in CACHEABLE_METHODS:
+  if config.method not in cache.CACHEABLE_METHODS:
     raise ValueError(f"job=synthesize makes samples that do not depend on the student: method "
-                     f"must be one of {list(CACHEABLE_METHODS)}, not {config.method!r}.")
+                     f"must be one of {list(cache.CACHEABLE_METHODS)}, not {config.method!r}.")
   if config.data.name not in sources.IN_MEMORY and config.data.get("reader") == "tf_data":
     raise ValueError("job=synthesize reads the labelled subset by index: it needs in-memory "
                      "data or data.reader='random_access' (ArrayRecord), not "
                      "data.reader='tf_data'.")
-  if cache_settings(config)["samples_per_example"] < 1:
+  if cache.settings(config)["samples_per_example"] < 1:
     raise ValueError("tgt_cache.samples_per_example must be >= 1, got "
-                     f"{cache_settings(config)['samples_per_example']}.")
-  tgt.TGTConfig(method=config.method, **config.tgt.to_dict())
+                     f"{cache.settings(config)['samples_per_example']}.")
+  method.tgt_config(config)
   kinds.validate(config)
-
-
-IDENTITY_FILE = "cache_identity.json"
-
-
-def recorded_settings(config, teacher_identity, num_examples):
-  """What made the cache: a student must agree on all of it to read the cache."""
-  data = config.data.to_dict()
-  return {"method": config.method, "sigma": float(config.tgt.sigma), "seed": int(config.seed),
-          "num_examples": int(num_examples),
-          "data": {k: data.get(k) for k in ("name", "labels_per_class", "imbalance",
-                                            "head_count", "num_labels", "index_file")},
-          **teacher_identity}
-
-
-def open_cache(directory):
-  """The cache's reader, every shard's sha256 verified first (a damaged one is named)."""
-  try:
-    return synthetic_cache.Reader(directory)
-  except synthetic_cache.CacheDamaged as e:
-    raise checkpointing.DamagedArtifact(str(e)) from None
-
-
-def cache_fingerprint(manifest):
-  """A short hash of the manifest (settings, shards and their sha256): which cache a student
-  run read, for its recorded identity."""
-  return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def check_cache(manifest, config, cfg, teacher_identity, num_examples, directory):
-  """A named error unless the cache was made for this student's config, subset and teacher;
-  returns how many of its samples per example the student uses."""
-  want = recorded_settings(config, teacher_identity, num_examples)
-  have = manifest["settings"]
-  differ = [k for k in want if want[k] != have.get(k)]     # parts the student loaded only
-  if differ:
-    raise ValueError(f"The synthetic cache at {directory!r} was made with other settings: "
-                     + "; ".join(f"{k}: cache {have.get(k)!r}, this run {want[k]!r}"
-                                 for k in differ)
-                     + ". Make a cache for this run (job=synthesize) or point tgt_cache.dir "
-                     "at the matching one.")
-  used = cache_settings(config)["samples"] or manifest["samples_per_example"]
-  if not 1 <= used <= manifest["samples_per_example"]:
-    raise ValueError(f"tgt_cache.samples={used}: the cache at {directory!r} holds "
-                     f"{manifest['samples_per_example']} samples per example.")
-  if cfg.num_samples > used:
-    raise ValueError(f"tgt.num_samples={cfg.num_samples} takes that many distinct cached samples "
-                     f"of each example per step, but the cache at {directory!r} gives {used} "
-                     "(tgt_cache.samples, or its samples_per_example): lower tgt.num_samples, "
-                     f"or make a cache with tgt_cache.samples_per_example >= {cfg.num_samples}.")
-  return used
 
 
 def make_synthesize(cfg, teacher, samples, mesh):
@@ -164,10 +106,9 @@ def _chunks(fn, params, examples, first, count, seed, mesh):
 def run(config, workdir):
   """Writes the cache (resuming: a finished shard is kept) and results.json."""
   start = time.time()
-  settings = cache_settings(config)
   directory = cache_dir(config, workdir)
-  samples = settings["samples_per_example"]
-  cfg = tgt.TGTConfig(method=config.method, **config.tgt.to_dict())
+  samples = cache.settings(config)["samples_per_example"]
+  cfg = method.tgt_config(config)
   source = sources.make_source(config)
   if not hasattr(source, "labelled_rows"):
     raise ValueError(f"job=synthesize reads the labelled subset by index, and "
@@ -175,7 +116,7 @@ def run(config, workdir):
                      "ArrayRecord (file_format='array_record') or use in-memory data.")
   teacher = kinds.teacher_for(config, cfg, workdir, source, sharding.make_mesh())
   labelled = source.labelled
-  recorded = recorded_settings(config, teacher.identity, len(labelled))
+  recorded = cache.recorded_settings(config, teacher.identity, len(labelled))
   with artifacts.writing(directory, "synthetic cache", config_key="tgt_cache.dir"):
     _check_maker(directory, recorded, samples)
     _write(config, cfg, teacher, labelled, directory, samples, recorded)
