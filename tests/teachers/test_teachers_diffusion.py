@@ -1,7 +1,7 @@
 """teachers/diffusion.py: a DiT + AutoencoderKL + BiT teacher on the tiny published-format
 fixtures (configs/imagenet.py:runlocal,teacher=dit), and its σ ↔ SDEdit timestep mapping.
-(Named test_diffusion_kind: tests/models/test_diffusion.py tests the sampler, and pytest
-needs distinct basenames.)"""
+(Named test_teachers_diffusion: tests/models/test_diffusion.py tests the sampler, and pytest
+needs distinct basenames; tests/test_repository_layout.py.)"""
 
 import math
 import os
