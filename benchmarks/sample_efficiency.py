@@ -55,7 +55,7 @@ from tgt_jax import configlib, sharding, tgt
 from tgt_jax.teachers import generative
 from tgt_jax.data import datasets
 from tgt_jax.evaluation import classification as evaluation
-from tgt_jax.tasks import classification
+from tgt_jax.tasks import classification, method
 from tgt_jax.teachers import training
 from tgt_jax.data import sources, subsets
 
@@ -194,7 +194,7 @@ class Runner:
     """Trains one student; returns its scores (test and validation reports)."""
     start = time.time()
     config = self.config(arm, augment, cell, seed)
-    cfg = classification.tgt_config(config)
+    cfg = method.tgt_config(config)
     labelled, counts = self.subset(cell, seed)
     module, tx, state, step_key = classification.init_student(config, self.dataset, self.mesh)
     cache_key = (arm.student, cfg, augment, config.num_train_steps)
