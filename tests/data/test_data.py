@@ -1,9 +1,9 @@
-"""Digits splits, the student's subsets and the batch stream."""
+"""Digits splits and the student's subsets."""
 
 import numpy as np
 import pytest
 
-from tgt_jax.data import batches, digits as digits_data, subsets
+from tgt_jax.data import digits as digits_data, subsets
 
 
 def test_splits_are_fixed_disjoint_stratified_and_cover_digits(digits):
@@ -62,21 +62,3 @@ def test_too_many_labels_names_the_value(digits):
     subsets.student_counts(labels, 10, imbalance=0.5)
   with pytest.raises(ValueError, match="head_count 999"):
     subsets.student_counts(labels, 10, imbalance=10, head_count=999)
-
-
-def test_batch_stream_is_a_function_of_seed_and_step_and_covers_each_epoch():
-  first = [batches.batch_rows(50, 64, seed=7, step=s) for s in range(5)]
-  again = [batches.batch_rows(50, 64, seed=7, step=s) for s in range(5)]
-  np.testing.assert_array_equal(np.stack(first), np.stack(again))
-  stream = np.concatenate(first)                  # 320 positions = 6.4 epochs of 50
-  for epoch in range(6):
-    assert sorted(stream[epoch * 50:(epoch + 1) * 50].tolist()) == list(range(50))
-  assert not np.array_equal(batches.batch_rows(50, 64, seed=8, step=0), first[0])
-
-
-def test_eval_batches_cover_once_with_padding():
-  seen = []
-  for rows, valid in batches.eval_batches(10, 4):
-    assert len(rows) == 4
-    seen.extend(rows[valid].tolist())
-  assert seen == list(range(10))
