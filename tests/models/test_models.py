@@ -24,16 +24,6 @@ def test_labeler_is_clearly_bigger_than_students():
   assert size("cnn_labeler") > 5 * max(size("cnn_small"), size("mlp"))
 
 
-def test_vae_encode_decode_interface():
-  vae = models.generator("conv_vae", (8, 8, 1), 12, output_range=(-1.0, 1.0))
-  x = jnp.zeros((2, 8, 8, 1))
-  params = vae.init(jax.random.key(0), x, jax.random.key(1))
-  mean, logvar = vae.apply(params, x, method=vae.encode)
-  assert mean.shape == logvar.shape == (2, 12)
-  out = vae.apply(params, 10 * jax.random.normal(jax.random.key(2), (5, 12)), method=vae.decode)
-  assert out.shape == (5, 8, 8, 1) and float(out.min()) >= -1 and float(out.max()) <= 1
-
-
 def test_unknown_names_list_the_known_ones():
   with pytest.raises(ValueError, match=r"Unknown classifier model name 'vit'.*cnn_small"):
     models.classifier("vit", 10)
