@@ -17,6 +17,10 @@ Pod command (every worker):
   EXTRA_FLAGS="--config.teacher.vae_dir=gs://BUCKET/sd-vae-ft-mse" bash launch/run.sh
 Variants: :method=ce|kd|tgt_random|tgt_gradient|...; :job=teacher_report; :teacher=components;
 :runlocal is the CPU smoke variant the tests run under tfds.testing.mock_data.
+Offline x' (:job=synthesize, then a student with --config.tgt_cache.dir=DIR) need the
+data read by index: prepared as ArrayRecord, with an in-step augment
+(--config.data.augment=flip_shift); tests/e2e/test_imagenet_lt_cache.py runs :runlocal
+so on a tiny copy that TFDS prepared.
 
 Measured: only :runlocal (tests/e2e/test_configs.py); no full-size figures yet.
 Expected cost: 90 epochs of 115.8k images are about 10k steps at batch 1024 — about
