@@ -25,7 +25,7 @@ the steps at k10 (tgt_gradient at equal wall time); cached tgt_random (N = 16 an
 one 64-sample cache per seed) at k10. Peers on the same subsets: scikit-learn's logistic
 regression and SVC (RBF) on pixels, and the teacher's labeler itself (trained on the
 whole pool: the ceiling of what it can teach). Augmentation: each arm is run at k10 on
-seeds 0 and 1 with every choice in AUGMENTATIONS; the best mean validation accuracy wins
+seed 0 with every choice in AUGMENTATIONS; the best validation accuracy wins
 (ties → none). Runs are cached in OUT/runs.jsonl, so a rerun resumes where it stopped.
 """
 
@@ -65,7 +65,7 @@ SAMPLE_SIZE_CELLS = ("k10", "k50", "k100", "k500", "kall")
 LABELS_PER_CLASS = {"k5": 5, "k10": 10, "k50": 50, "k100": 100, "k500": 500,
                     "kall": POOL_PER_CLASS}
 AUGMENTATIONS = ("none", "flip_shift")
-SELECTION_CELL, SELECTION_SEEDS = "k10", (0, 1)
+SELECTION_CELL, SELECTION_SEEDS = "k10", (0,)
 CACHE_CELL, CACHE_SAMPLES = "k10", (16, 64)
 
 

@@ -203,7 +203,7 @@ def write_all(out_dir, header, rows, chosen, selection):
           "Effective sample size (ce and kd against real labels per class):", "",
           sample_size_table(summary), "", "Offline synthesis at 10 labels per class:", "",
           cache_table(rows, summary), "",
-          "Augmentation choice (validation, k10, seeds 0-1):", "",
+          "Augmentation choice (validation, k10, seed 0):", "",
           se_report.selection_table(selection, ("none", "flip_shift")), "",
           "Targets:", *[f"- [{'x' if met else ' '}] {t}" for t, met in checks]]
   text = "\n".join(text)
