@@ -283,18 +283,12 @@ def _eval_plan(spec, split, global_batch_size, process_count):
   return tfds_split, sizes, local, math.ceil(max(sizes) / local)
 
 
-def eval_num_batches(spec, split, global_batch_size, process_count=None):
-  """Batches that eval_batches yields on every process."""
-  count = jax.process_count() if process_count is None else process_count
-  return _eval_plan(spec, split, global_batch_size, count)[3]
-
-
 def eval_batches(spec, split, global_batch_size, process_index=None, process_count=None,
                  with_ids=False):
   """This process's rows of `split`, once, as {"image", "label", "mask"} numpy batches.
 
   `split` is a name in spec.eval_splits or a TFDS split string. Every process
-  yields eval_num_batches(...) batches; padding rows are zeros with mask False.
+  yields the same number of batches; padding rows are zeros with mask False.
   """
   index, count = _process(process_index, process_count)
   tfds_split, sizes, local, batches = _eval_plan(spec, split, global_batch_size, count)

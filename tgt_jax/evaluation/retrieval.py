@@ -1,4 +1,4 @@
-"""Dual-encoder retrieval: scores, in-batch loss, score distillation and exact ranks.
+"""Dual-encoder retrieval: scores, in-batch loss and exact ranks.
 
 A query (a gloss embedding) is scored against every document (a synset's
 lemma-set embedding) with one matrix product; embeddings are L2-normalised by
@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from tgt_jax import losses, sharding
+from tgt_jax import sharding
 from tgt_jax.data import batches
 
 
@@ -46,15 +46,6 @@ def in_batch_softmax_loss(query_emb, doc_emb, temperature, doc_ids=None):
     scores = jnp.where(duplicate, -jnp.inf, scores)
   log_probs = jax.nn.log_softmax(scores, axis=-1)
   return -jnp.mean(jnp.diagonal(log_probs))
-
-
-def score_distillation_loss(teacher_scores, student_scores, temperature=1.0, weights=None):
-  """τ²·KL(softmax(t/τ) ‖ softmax(s/τ)) over the same candidates, mean over rows.
-
-  The teacher's soft relevance over the documents plays the role of class
-  logits, so this is exactly the classification KD loss (`losses.kd_loss`).
-  """
-  return losses.kd_loss(teacher_scores, student_scores, temperature, weights)
 
 
 def index_of(doc_emb):

@@ -96,12 +96,6 @@ def check_classifier(name, dtype=None):
                        f"{sorted(n for n, m in CLASSIFIERS.items() if 'dtype' in _fields(m))}).")
 
 
-def reads_text(name):
-  """Whether the classifier or generator `name` reads token ids (needs a vocabulary)."""
-  make = CLASSIFIERS.get(name) or GENERATORS.get(name)
-  return make is not None and "vocab_size" in _fields(make)
-
-
 def _build(make, kind, name, dtype, vocab_size=None, **kwargs):
   if "vocab_size" in _fields(make):
     if not vocab_size:

@@ -17,7 +17,6 @@ student's resolutions. The teacher's pixel range is the generator's
 (BigBiGAN: [-1, 1]), since E and T see real and generated images alike.
 """
 
-import argparse
 import functools
 import json
 import os
@@ -123,12 +122,6 @@ def restore_params(directory, meta, mesh=None):
                                     lambda *d: _shape_error(d, meta, directory),
                                     checksums=meta.get(artifacts.CHECKSUMS),
                                     what=f"teacher {meta['kind']}")
-
-
-def load_component(directory, expected_kind, mesh=None):
-  """(meta, params) of one part; params replicated on `mesh` (default: all devices)."""
-  meta = read_component(directory, expected_kind)
-  return meta, restore_params(directory, meta, mesh)
 
 
 def _get(tconfig, key):
@@ -279,13 +272,3 @@ def _shape_error(diff, meta, directory):
       f"model {meta['model']!r} as described in {COMPONENT_FILE}: parameter {name} "
       f"expected shape {expected}, found {found}.")
 
-
-if __name__ == "__main__":
-  parser = argparse.ArgumentParser(description="Write RANDOM teacher parts (smoke runs only).")
-  parser.add_argument("root")
-  parser.add_argument("--image_size", type=int, default=32)
-  parser.add_argument("--num_classes", type=int, default=10)
-  parser.add_argument("--latent_dim", type=int, default=120)
-  args = parser.parse_args()
-  print(json.dumps(init_random_components(args.root, (args.image_size, args.image_size, 3),
-                                          args.num_classes, latent_dim=args.latent_dim)))
