@@ -24,6 +24,13 @@ import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 jax.config.update("jax_platforms", "cpu")
 
+# XLA:CPU options for tests whose time is mostly compiling (results move by less than 1e-6):
+# no LLVM optimisation, and no fusion emitters where XLA still has the older path (jaxlib 0.12
+# removed xla_cpu_use_fusion_emitters; a compile that names it fails there).
+FAST_COMPILE = {"xla_backend_optimization_level": 0}
+if jax.__version_info__ < (0, 12):
+  FAST_COMPILE["xla_cpu_use_fusion_emitters"] = False
+
 
 def digits_config(arg="runlocal", **overrides):
   """configs/digits.py with dotted-key overrides, as the command line would apply them."""

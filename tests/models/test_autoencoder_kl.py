@@ -17,15 +17,13 @@ import pytest
 from flax import traverse_util
 from safetensors import numpy as st_numpy
 
-from conftest import assert_names_missing_and_unused
+from conftest import FAST_COMPILE, assert_names_missing_and_unused
 from tgt_jax.models import autoencoder_kl as akl
 from tgt_jax.models import weight_files
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "pretrained")
 VARIANTS = ("autoencoder_kl", "autoencoder_kl_16ch")
 TINY = os.path.join(FIXTURES, "autoencoder_kl")
-# XLA:CPU options that compile small graphs faster (no LLVM optimisation, no fusion emitters).
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 OLD_NAMES = {"to_q": "query", "to_k": "key", "to_v": "value", "to_out.0": "proj_attn"}
 
 

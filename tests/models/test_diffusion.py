@@ -17,13 +17,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import FAST_COMPILE
 from tgt_jax.models import diffusion
 from tgt_jax.models import dit
 from tgt_jax.models import weight_files
 
 TINY = os.path.join(os.path.dirname(__file__), "..", "fixtures", "pretrained", "dit")
-# XLA:CPU options that compile small graphs faster (no LLVM optimisation, no fusion emitters).
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 STEP_CASES = {   # name → (num_steps, timestep, eta, clip_sample, set_alpha_to_one), as made
     "first": (10, 900, 0.0, False, True), "middle": (10, 400, 0.0, False, True),
     "last": (10, 0, 0.0, False, True), "eta": (50, 640, 0.7, False, True),

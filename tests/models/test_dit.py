@@ -17,13 +17,11 @@ import numpy as np
 import pytest
 from safetensors import numpy as st_numpy
 
-from conftest import assert_names_missing_and_unused
+from conftest import FAST_COMPILE, assert_names_missing_and_unused
 from tgt_jax.models import dit
 from tgt_jax.models import weight_files
 
 TINY = os.path.join(os.path.dirname(__file__), "..", "fixtures", "pretrained", "dit")
-# XLA:CPU options that compile small graphs faster (no LLVM optimisation, no fusion emitters).
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 
 
 @functools.lru_cache(maxsize=None)
