@@ -36,11 +36,13 @@ Measured (2 CPU cores shared with other jobs, jax 0.10.2):
   shift augmentation: ~5 steps/s on 8 fake devices; a killed student resumed
   bit-for-bit (tests/e2e/test_recovery.py).
   The teacher job with these defaults (2,000 VAE + 3,000 labeler steps at batch 64, 32-d
-  latent), from an empty workdir: 38 min (niced, beside other jobs). On all 10,000 test
-  images: labeler 92.4% (target 92%), labeler on E→G reconstructions 86.3% (target 85%);
-  on the 6,000 validation images 92.8% / 87.4%. The job's own figures (first 2,048 test
-  images): 91.9% / 86.2%, reconstruction MSE 0.0092, KL 71.6 nats, label kept at
-  σ = 0.25 / 0.5 / 1 / 2: 88.8 / 82.2 / 67.8 / 40.4%. No full-size student figures yet.
+  latent), from an empty workdir: 42 min 47 s (2 cores shared with other jobs). Its
+  job=teacher_report on all 10,000 test images: labeler 92.4% (target 92%), labeler on E→G
+  reconstructions 86.3% (target 85%), reconstruction MSE 0.0092, label kept at
+  σ = 0.25 / 0.5 / 1 / 2: 88.1 / 82.9 / 67.8 / 41.0%.
+  Students: python -m benchmarks.fashion_mnist --teacher_dir=WORKDIR/teacher (every method,
+  3 seeds, 5/10/50 labels per class and a long tail; figures in README "Fashion-MNIST
+  benchmark" and benchmarks/results/fashion_mnist/table.md).
 """
 
 import ml_collections
@@ -75,7 +77,7 @@ def get_config(arg=None):
                              batch_size=64, kl_warmup_steps=300))    # measured: see above
   config.method = arg.method
   config.tgt = configlib.tgt_defaults()
-  config.tgt_cache = configlib.cache_defaults()   # offline x': in-memory data only for now
+  config.tgt_cache = configlib.cache_defaults()   # offline x' (job=synthesize), read by index
 
   config.batch_size = 64          # global; must divide by the device count
   config.eval_batch_size = 256
