@@ -15,13 +15,17 @@ from tgt_jax.models import classifiers
                          ids=["mlp", "convnet", "convnet_bf16"])
 def test_logits_depend_on_each_example_alone(model):
   """No batch statistics: an example's logits are the same alone or in a batch (exploration
-  takes per-example gradients)."""
-  x = jax.random.normal(jax.random.key(0), (4, 6, 6, 2))
-  params = model.init(jax.random.key(1), x)
-  assert {a.dtype for a in jax.tree.leaves(params)} == {np.dtype(np.float32)}
-  logits = model.apply(params, x)
+  takes per-example gradients). Params are drawn in NumPy: a real init compiles every
+  initializer, seconds on CPU."""
+  x = np.random.default_rng(0).standard_normal((4, 6, 6, 2)).astype(np.float32)
+  shapes = jax.eval_shape(model.init, jax.random.key(0), x)
+  assert {s.dtype for s in jax.tree.leaves(shapes)} == {np.dtype(np.float32)}
+  rng = np.random.default_rng(1)
+  params = jax.tree.map(lambda s: 0.3 * rng.standard_normal(s.shape, np.float32), shapes)
+  logits = jax.jit(model.apply)(params, x)
   assert logits.shape == (4, 3) and logits.dtype == jnp.float32
-  np.testing.assert_allclose(model.apply(params, x[2:3])[0], logits[2], rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(jax.jit(model.apply)(params, x[2:3])[0], logits[2], rtol=1e-5,
+                             atol=1e-5)
 
 
 def test_conv_features_and_strides_of_different_lengths_are_named():
