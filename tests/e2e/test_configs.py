@@ -33,8 +33,12 @@ def test_cifar10_runlocal_teacher_then_student(tmp_path):
 
 
 @pytest.mark.parametrize("method", [
-    # 47 s; kd and tgt_random run the same TFDS mock path with a teacher
-    pytest.param("ce", marks=pytest.mark.slow), "kd", "tgt_random",
+    # 47 s; tgt_random runs the same TFDS mock path with a teacher
+    pytest.param("ce", marks=pytest.mark.slow),
+    # 243 s under heavy load (tgt_random 276 s): tgt_random runs the same job path, and the
+    # labeler-only load kd adds runs by default in tests/teachers/test_pretrained.py
+    # (test_a_labeler_only_teacher_reads_no_autoencoder_and_refuses_e_and_g)
+    pytest.param("kd", marks=pytest.mark.slow), "tgt_random",
     # 42 s; a TGT-gradient step through published-format parts also runs by default in
     # tests/teachers/test_pretrained.py
     pytest.param("tgt_gradient", marks=pytest.mark.slow)])
