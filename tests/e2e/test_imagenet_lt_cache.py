@@ -11,6 +11,7 @@ the reader against that imitation of TFDS rather than TFDS.
 import json
 import os
 
+import numpy as np
 import pytest
 
 import mock_imagenet
@@ -47,7 +48,13 @@ def test_runlocal_synthesize_then_a_student_that_reads_the_cache(tmp_path, data_
   manifest = synthetic_cache.read_manifest(made["cache_dir"])
   assert manifest["num_examples"] * manifest["samples_per_example"] == labelled * SAMPLES
   assert manifest["settings"]["data"]["name"] == "imagenet_lt"
-  assert manifest["fields"]["synthetic_teacher_logits"]["shape"] == [1000]
+  reader = synthetic_cache.Reader(made["cache_dir"])     # records found by (example, sample)
+  got = reader.read([labelled - 1, 0], [SAMPLES - 1, 0])
+  reader.close()
+  assert got["example_id"].tolist() == [labelled - 1, 0] and got["sample_id"].tolist() == [1, 0]
+  assert got["synthetic_image"].shape == (2, 32, 32, 3)
+  assert got["synthetic_teacher_logits"].shape == (2, 1000)
+  assert np.all(np.isfinite(got["synthetic_teacher_logits"]))
 
   cached = {"tgt_cache.dir": made["cache_dir"]}
   results = jobs.run(lt_config("runlocal", data_dir, **cached), str(tmp_path / "student"))
