@@ -34,8 +34,8 @@ from benchmarks import imagenet_shaped, step_cost
 from tgt_jax import tgt
 
 CACHED = "tgt_random_cached"     # tgt_random's student step on x' and T(x') from a cache
-DEFAULT_METHODS = ("ce", "kd", "kd_mixup", "tgt_random", CACHED, "tgt_prior", "tgt_gradient",
-                   "tgt_gradient_input")
+# Every method but kd_transfer, which reads a transfer set this step has not; then CACHED.
+DEFAULT_METHODS = tuple(m for m in tgt.METHODS if m != "kd_transfer") + (CACHED,)
 
 
 def parse_args(argv=None):
@@ -52,8 +52,7 @@ def parse_args(argv=None):
   args = p.parse_args(argv)
   args.methods = [m for m in args.methods.split(",") if m]
   args.teacher_dtypes = [d for d in args.teacher_dtypes.split(",") if d]
-  unknown = [m for m in args.methods
-             if m not in tgt.METHODS + (CACHED,) or m == "kd_transfer"]
+  unknown = [m for m in args.methods if m not in DEFAULT_METHODS]
   if unknown or not args.methods:
     p.error(f"--methods: unknown or unsupported here {unknown} (kd_transfer reads a transfer "
             f"set, which this step has not); choose from {list(DEFAULT_METHODS)}.")

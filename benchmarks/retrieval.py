@@ -39,7 +39,7 @@ import jax
 import numpy as np
 
 from benchmarks import seeds
-from tgt_jax import configlib
+from tgt_jax import configlib, tgt
 from tgt_jax.teachers import generative
 from tgt_jax.teachers import retrieval as retrieval_teacher
 from tgt_jax import jobs
@@ -49,7 +49,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURE = os.path.join(REPO, "tests", "fixtures", "wordnet")
 METRICS = ("recall@1", "recall@10", "mrr")
 DEFAULT_METHODS = "ce,kd,tgt_random,tgt_prior,kd_transfer,tgt_gradient"
-TGT_METHODS = ("tgt_random", "tgt_prior", "tgt_gradient", "tgt_gradient_input")
 TEACHER_TARGET = 12.0             # % test recall@10: twice the TF-IDF overlap's 6.0
 TGT_MARGIN = 3.0                  # points of recall@10 over kd at the smallest label budget
 GROUPS = ("all", "seen_positive", "unseen_positive", "has_query_word", "no_query_word")
@@ -247,17 +246,17 @@ def targets(summary, teacher_meta, args):
          f"{verdict(teacher >= TEACHER_TARGET)}."]
   budget = min(args.num_pairs_list) if args.num_pairs_list else None
   at = lambda method: summary.get((method, budget), {}).get("recall@10", (None,))[0]
-  tgt = {m: at(m) for m in TGT_METHODS if at(m) is not None}
-  if tgt and at("kd") is not None:
-    best = max(tgt, key=tgt.get)
-    gain = tgt[best] - at("kd")
-    out.append(f"- Best TGT (`{best}`, {tgt[best]:.2f}) ≥ `kd` ({at('kd'):.2f}) + "
+  explored = {m: at(m) for m in tgt.EXPLORATION_METHODS if at(m) is not None}
+  if explored and at("kd") is not None:
+    best = max(explored, key=explored.get)
+    gain = explored[best] - at("kd")
+    out.append(f"- Best TGT (`{best}`, {explored[best]:.2f}) ≥ `kd` ({at('kd'):.2f}) + "
                f"{TGT_MARGIN:.0f} points at {budget} pairs: {gain:+.2f} points — "
                f"{verdict(gain >= TGT_MARGIN)}.")
     if at("kd_transfer") is not None:
       out.append(f"- Best TGT ≥ `kd_transfer` ({at('kd_transfer'):.2f}) at {budget} pairs: "
-                 f"{tgt[best] - at('kd_transfer'):+.2f} points — "
-                 f"{verdict(tgt[best] >= at('kd_transfer'))}.")
+                 f"{explored[best] - at('kd_transfer'):+.2f} points — "
+                 f"{verdict(explored[best] >= at('kd_transfer'))}.")
   return out
 
 

@@ -36,6 +36,7 @@ import numpy as np
 from benchmarks.sample_efficiency import RunLog
 from tgt_jax import configlib
 from tgt_jax import jobs
+from tgt_jax import tgt
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "wordnet.py")
 FIXTURE = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "wordnet")
@@ -128,7 +129,7 @@ def markdown(summary):
 
 def targets(summary):
   """The issue's targets on test accuracy: TGT from scratch ≥ pretrained and ≥ KD + 3."""
-  tgt_arms = [a for a in ("tgt_random", "tgt_prior", "tgt_gradient") if a in summary]
+  tgt_arms = [a for a in tgt.EXPLORATION_METHODS if a in summary]
   if not tgt_arms:
     return []
   best = max(tgt_arms, key=lambda a: summary[a]["accuracy"][0])

@@ -9,11 +9,11 @@
   retrieval          the TGT student for retrieval (tasks/retrieval.py)
 
 `run` checks the whole config before any work, then runs the job in its workdir,
-which belongs to one run: it is locked while the job runs, and the job's *home*
-(the directory whose checkpoints it writes: the workdir for the students, the
-teacher's or the pretrained student's directory for the others) records the run's
-identity at the first start and refuses a later start of another run
-(workdir.py). Only main.py imports this module.
+which belongs to one run: it is locked while the job runs, and the job's identity
+directory (`Job.identity_dir`: the directory whose checkpoints it writes, the workdir
+for the students, the teacher's or the pretrained student's directory for those jobs)
+records the run's identity at the first start and refuses a later start of another
+run (workdir.py). Only main.py imports this module.
 """
 
 import dataclasses
@@ -32,7 +32,8 @@ from tgt_jax.teachers import retrieval as retrieval_teacher
 class Job:
   validate: Callable          # config → None, raising a named error for a bad value
   run: Callable               # (config, workdir) → results
-  home: Callable = lambda config, workdir: workdir   # where the run's identity is recorded
+  # (config, workdir) → where the run's identity is recorded: the directory it checkpoints in
+  identity_dir: Callable = lambda config, workdir: workdir
 
 
 def _validate_pretrain(config):
@@ -70,12 +71,12 @@ def run(config, workdir):
   name = config.get("job", "student")
   workdir_lib.prepare(workdir)
   with workdir_lib.WorkdirLock(workdir):
-    home = job.home(config, workdir)
+    identity_dir = job.identity_dir(config, workdir)
     eval_only = bool(config.get("eval_only", False))
     if not eval_only:
-      workdir_lib.prepare(home)
-    records = workdir_lib.IdentityRecords(home, workdir)
-    workdir_lib.record_or_check(home, workdir_lib.identity(config), f"{name} run",
+      workdir_lib.prepare(identity_dir)
+    records = workdir_lib.IdentityRecords(identity_dir, workdir)
+    workdir_lib.record_or_check(identity_dir, workdir_lib.identity(config), f"{name} run",
                                 write=not eval_only)
     try:
       results = job.run(config, workdir)

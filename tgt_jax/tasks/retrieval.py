@@ -157,11 +157,11 @@ def run_student(config, workdir):
   try:
     state = loop.restore_or_start(ckpt, state, config.eval_only, config.eval_step)
     if not config.eval_only:
-      student = _Student(config, cfg, mesh, model, tx, task, scorer if needs_scores else None,
+      parts = _LoopParts(config, cfg, mesh, model, tx, task, scorer if needs_scores else None,
                          generator_fns, teacher_params, teacher_index, writer, step_key)
       state = loop.train(
-          state, student.step, lambda start: student.batches(pairs, start), ckpt, writer,
-          loop.Schedule.of(config), mesh, probe=student.probe if cfg.uses_synthetic else None,
+          state, parts.step, lambda start: parts.batches(pairs, start), ckpt, writer,
+          loop.Schedule.of(config), mesh, probe=parts.probe if cfg.uses_synthetic else None,
           evaluate=lambda p: {f"validation/{k}": v for k, v in
                               evaluate(p, ("validation",))["validation"].items()
                               if k in RANK_KEYS},
@@ -201,8 +201,8 @@ def negative_rows(pairs, batch, batch_size, seed, step):
   return pairs.negatives[rows].astype(np.int32)
 
 
-class _Student:
-  """The retrieval task's step, batches and probe, for the engine's loop."""
+class _LoopParts:
+  """What the retrieval student job hands the engine's loop: its step, batches and probe."""
 
   def __init__(self, config, cfg, mesh, model, tx, task, scorer, generator_fns,
                teacher_params, teacher_index, writer, step_key):
