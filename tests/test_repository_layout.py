@@ -47,7 +47,7 @@ def modules(package=None):
 
 def files_for(module, shared_names=()):
   """The files that may test `module`: 'data/batches' → [tests/data/test_batches.py];
-  'teachers/text', when 'text' is in `shared_names` → also tests/teachers/test_teachers_text.py."""
+  'teachers/text', with 'text' in `shared_names` → also tests/teachers/test_teachers_text.py."""
   package, _, name = module.rpartition("/")
   files = [TESTS / package / f"test_{name}.py"]
   if package and name in shared_names:
