@@ -20,8 +20,8 @@ chooses augmentation).
 Cells: k5, k10, k50 labels per class; lt100 a long tail with imbalance 100 (500 images in
 the head class down to 5 in the tail); k100, k500 and kall (the whole pool, 5,400 per
 class) for ce and kd only: the effective-sample-size curve (how many real labels TGT's k
-are worth). Arms: every method of tgt.METHODS on k5/k10/k50/lt100 (tgt_prior and
-tgt_gradient_input on k10 and lt100 only, to fit 2 hours); tgt_random at twice
+are worth). Arms: every method of tgt.METHODS on k5/k10/k50/lt100 (tgt_prior,
+tgt_gradient and tgt_gradient_input on k10 and lt100 only, to fit 2 hours); tgt_random at twice
 the steps at k10 (tgt_gradient at equal wall time); cached tgt_random (N = 16 and 64 of
 one 64-sample cache per seed) at k10. Peers on the same subsets: scikit-learn's logistic
 regression and SVC (RBF) on pixels, and the teacher's labeler itself (trained on the
@@ -71,7 +71,7 @@ CACHE_CELL, CACHE_SAMPLES = "k10", (16, 64)
 
 
 # Cut to fit the 2-hour budget on 2 cores: these run at the headline and long-tail cells only.
-HEADLINE_ONLY = ("tgt_prior", "tgt_gradient_input")
+HEADLINE_ONLY = ("tgt_prior", "tgt_gradient", "tgt_gradient_input")
 
 
 def default_arms():
