@@ -1,7 +1,8 @@
 r"""TGT student on CIFAR-10 with few labels; teacher and student trained by tgt_jax (like digits).
 
 The teacher (a conv VAE for E and G, a ResNet-18 labeler) trains on the 45k-image
-train part, then the student (the small CNN) sees 25 labelled images per class
+train part (TFDS's cifar10 has only train and test: validation is the last 10% of
+train, 5k images), then the student (the small CNN) sees 25 labelled images per class
 and explores around them. Data come from TFDS (tf.data, one part per process);
 prepare them once with launch/prepare_data.sh (DATASETS=cifar10) or let TFDS find
 them in $TFDS_DATA_DIR. Nothing is downloaded at run time.
@@ -15,7 +16,7 @@ Commands:
   On a pod: launch/run.sh with CONFIG=configs/cifar10.py (see README, "Running on a TPU pod").
   :runlocal is the CPU smoke variant the tests run under tfds.testing.mock_data.
 
-Measured: only :runlocal, under mock data, in the tests (tests/test_configs.py); the
+Measured: only :runlocal, under mock data, in the tests (tests/e2e/test_configs.py); the
 full-size run has not been run by us, so there are no accuracy figures for it yet.
 Expected cost: the teacher is 20k + 20k steps at batch 128 and the student 20k
 steps, each well under an hour on one TPU v4 chip or GPU.
@@ -33,8 +34,8 @@ def get_config(arg=None):
   config.seed = 0
   config.data = ml_collections.ConfigDict(dict(
       name="cifar10", data_dir="",
-      train_split="train[:45000]",
-      eval_splits={"test": "test", "validation": "train[45000:]"},
+      train_split="train[:90%]",                                   # 45,000 images
+      eval_splits={"test": "test", "validation": "train[90%:]"},   # the student's curve
       image_size=32, channels=3, pixel_range=(0.0, 1.0),
       augment="crop_flip",             # tf.data: pad 4, random 32×32 crop, flip
       shuffle_buffer=10_000, cache=True,   # 45k small images: caching encoded bytes is cheap
@@ -58,8 +59,7 @@ def get_config(arg=None):
   config.eval_only = False
   config.eval_step = 0
   if arg.runlocal:
-    config.data.update(dict(train_split="train", eval_splits={"test": "test"}, cache=False,
-                            labels_per_class=0, shuffle_buffer=64))
+    config.data.update(dict(cache=False, labels_per_class=0, shuffle_buffer=64))
     config.teacher.update(dict(labeler="cnn_small", generator_steps=2, labeler_steps=2,
                                batch_size=16, kl_warmup_steps=1))
     config.batch_size = config.eval_batch_size = 16

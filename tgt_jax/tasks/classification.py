@@ -33,6 +33,7 @@ def validate(config):
   method.tgt_config(config)   # validates method, σ, η, k, ε, m, τ
   state_lib.check_optimizer(config.optimizer)
   state_lib.check_loop_settings(config)
+  check_validation_split(config)
   if config.data.name in sources.IN_MEMORY:
     augment.check(config.data.augment)
   streamed = config.data.name not in sources.IN_MEMORY and config.data.get("reader") == "tf_data"
@@ -50,6 +51,22 @@ def validate(config):
                        "index, which needs in-memory data or data.reader='random_access' "
                        "(ArrayRecord), not data.reader='tf_data'.")
   kinds.validate(config)
+
+
+def check_validation_split(config):
+  """The loop evaluates the student on 'validation' every eval_every steps: a TFDS config must
+  name that split in data.eval_splits or cut one from train (data.validation_size). Checked
+  here because TFDS's mock data, which the tests run under, serves any split name."""
+  if not config.get("eval_every") or config.data.name in sources.IN_MEMORY:
+    return
+  names = set((config.data.get("eval_splits") or {"test": "test"}).keys())
+  if config.data.get("validation_size"):
+    names.add("validation")
+  if "validation" not in names:
+    raise ValueError(f"eval_every={config.eval_every} evaluates the student on 'validation', "
+                     f"which config.data.eval_splits {sorted(names)} does not name: add it as a "
+                     "split the dataset has (e.g. 'train[90%:]' for one with only train and "
+                     "test), or set eval_every=0.")
 
 
 def reads_by_index(source):
