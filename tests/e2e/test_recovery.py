@@ -20,8 +20,10 @@ from tgt_jax.tasks import classification
 from conftest import digits_config
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
-STEPS = 600
-# A run long enough to be interrupted part-way: checkpoints every 50 steps.
+STEPS = 200
+# A run long enough to be interrupted part-way: checkpoints every 50 steps, so a kill seen
+# after the first one lands 150 steps (~3 s of CPU) before the end. 600 steps cost
+# ~10 s more CPU in each of the reference run and the restart and tested nothing more.
 OVERRIDES = {"num_train_steps": STEPS, "checkpoint_every": 50, "log_every": 50,
              "eval_every": 10**6, "student.model": "mlp", "method": "tgt_random"}
 
@@ -213,9 +215,9 @@ def test_eval_only_reproduces_the_finished_run(tmp_path, tiny_teacher_dir, refer
   assert results["eval_only"] and results["checkpoint_step"] == STEPS
   assert results["test"] == ref_results["test"]
   assert results["validation"] == ref_results["validation"]
-  earlier = jobs.run(_config(tiny_teacher_dir, eval_only=True, eval_step=550),
-                                     workdir)
-  assert earlier["checkpoint_step"] == 550
+  before_last = STEPS - OVERRIDES["checkpoint_every"]          # a kept checkpoint, not the last
+  earlier = jobs.run(_config(tiny_teacher_dir, eval_only=True, eval_step=before_last), workdir)
+  assert earlier["checkpoint_step"] == before_last
 
 
 def test_eval_only_without_checkpoints_is_named(tmp_path, tiny_teacher_dir):
