@@ -171,7 +171,7 @@ def get_config(arg=None):
   config.tgt_cache = configlib.cache_defaults()
   config.batch_size = 1024
   config.eval_batch_size = 1024
-  config.num_epochs = 90                      # → num_train_steps at start (train.py)
+  config.num_epochs = 90                      # → num_train_steps at start (engine/state.py)
   config.num_train_steps = 0
   config.optimizer = ml_collections.ConfigDict(dict(
       name="sgd", learning_rate=0.4, warmup_epochs=5, warmup_steps=0, weight_decay=1e-4))

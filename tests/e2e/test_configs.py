@@ -91,7 +91,7 @@ def test_imagenet_runlocal_teacher_report(tmp_path):
              for f in os.listdir(tmp_path))
 
 
-@pytest.mark.slow      # 112, 66, 45 s on 2 shared cores; tests/teachers/test_diffusion.py runs it
+@pytest.mark.slow      # 112, 66, 45 s on 2 shared cores; tests/teachers/test_teachers_diffusion.py runs it
 @pytest.mark.parametrize("method", ["tgt_random", "tgt_prior", "teacher_report"])
 def test_imagenet_runlocal_with_a_diffusion_teacher(tmp_path, method):
   """teacher=dit on the tiny fixtures (a 1,000-class DiT, the AutoencoderKL, the BiT labeler)

@@ -31,8 +31,8 @@ z' ~ N(0, I) is x_T itself: all the steps run. DiT-XL-2-256's schedule (linear Î
     4.0    520  3.847  14
     prior  960  107    25
 
-(`sigma_table` prints it for any schedule and step count; tests/teachers/test_diffusion.py
-checks it.) The class: the real example's label y for TGT-random, or the labeler's argmax
+(`sigma_table` prints it for any schedule and step count;
+tests/teachers/test_teachers_diffusion.py checks it.) The class: the real example's label y for TGT-random, or the labeler's argmax
 T(x) with teacher.condition_on='labeler'; uniform over the classes for TGT-prior (tgt.py).
 The DiT's classes must be the data's (ImageNet's 1,000 in TFDS's order, which is the
 synset order DiT was trained with). TGT-gradient is refused: it would differentiate
