@@ -167,7 +167,8 @@ def get_config(arg=None):
   config.tgt = configlib.tgt_defaults()
   config.tgt.sigma = 0.5
   # Offline x' (job=synthesize writes WORKDIR/synthetic; a student reads it with
-  # --config.tgt_cache.dir): needs the data read by index (data.reader, ArrayRecord).
+  # --config.tgt_cache.dir): needs the data read by index (data.reader, ArrayRecord) and an
+  # in-step augment (--config.data.augment=flip_shift; inception_crop_flip is tf.data's).
   config.tgt_cache = configlib.cache_defaults()
   config.batch_size = 1024
   config.eval_batch_size = 1024
