@@ -84,7 +84,7 @@ def test_runlocal_teacher_synthesize_student_and_cached_student_on_the_real_data
 
 
 @needs_package
-@pytest.mark.slow       # ~40 s more than the default test above: the teacher again, the report
+@pytest.mark.slow       # 380 s under heavy load; the default test above runs the same teacher job
 def test_runlocal_teacher_report_on_the_real_data(tmp_path, fashion_data_dir):
   work = str(tmp_path / "work")
   jobs.run(fashion_config("runlocal,job=teacher", fashion_data_dir), work)
