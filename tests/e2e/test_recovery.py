@@ -151,9 +151,15 @@ def test_a_second_start_is_refused_at_once_and_the_first_finishes_as_if_alone(
   first = _start(tiny_teacher_dir, workdir)
   try:
     _wait_for_checkpoint(workdir, first)
+    # Paused while the second one starts: mid-run (and holding its lock) however fast this
+    # machine finishes the rest, and however slowly the second process starts.
+    first.send_signal(signal.SIGSTOP)
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
-    second = subprocess.run(_cli_args(tiny_teacher_dir, workdir), cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=300)
+    try:
+      second = subprocess.run(_cli_args(tiny_teacher_dir, workdir), cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=300)
+    finally:
+      first.send_signal(signal.SIGCONT)
     assert second.returncode != 0 and first.poll() is None
     assert f"in use by PID {first.pid} on host" in second.stderr, second.stderr[-3000:]
     _, stderr = first.communicate(timeout=600)
