@@ -1,6 +1,8 @@
 """models/dual_encoder.py: unit-norm embeddings, ids = one-hot queries, the teacher is bigger,
 and the hybrid scorer's score against its formula."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -35,6 +37,16 @@ def model_of(name, query_vocab=QUERY_VOCAB, doc_vocab=DOC_VOCAB):
   return dual_encoder.dual_encoder(name, query_vocab, doc_vocab, **extra)
 
 
+def init(model, *args):
+  """model.init as one compiled call (op by op, each initializer compiles on its own)."""
+  return jax.jit(model.init)(*args)
+
+
+def apply(model, params, *args, method=None):
+  """model.apply (or one of its methods) as one compiled call."""
+  return jax.jit(functools.partial(model.apply, method=method))(params, *args)
+
+
 def _tokens(seed, vocab, batch=4, length=8):
   ids = jax.random.randint(jax.random.key(seed), (batch, length), 3, vocab)
   lengths = jnp.arange(batch) % (length - 2) + 2                  # 2.. tokens, then padding
@@ -44,26 +56,27 @@ def _tokens(seed, vocab, batch=4, length=8):
 def _init(name, seed=0):
   model = model_of(name)
   q, d = _tokens(seed, QUERY_VOCAB), _tokens(seed + 1, DOC_VOCAB, length=6)
-  return model, model.init(jax.random.key(seed), q, d), q, d
+  return model, init(model, jax.random.key(seed), q, d), q, d
 
 
 @pytest.mark.parametrize("name", LIGHT)
 def test_embeddings_are_unit_vectors_of_the_declared_size(name):
   model, params, q, d = _init(name)
-  query_emb, doc_emb = model.apply(params, q, d)
+  query_emb, doc_emb = apply(model, params, q, d)
   assert query_emb.shape == (4, model.output_dim) and doc_emb.shape == (4, model.output_dim)
   dense = slice(0, model.embed_dim)
   np.testing.assert_allclose(jnp.linalg.norm(query_emb[:, dense], axis=-1), 1.0, atol=1e-4)
   np.testing.assert_allclose(jnp.linalg.norm(doc_emb[:, dense], axis=-1), 1.0, atol=1e-4)
-  np.testing.assert_allclose(model.apply(params, d, method="embed_documents"), doc_emb, atol=1e-6)
+  np.testing.assert_allclose(apply(model, params, d, method="embed_documents"), doc_emb,
+                             atol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["dual_small", "dual_large", "dual_tiny_hybrid"])
 def test_ids_and_one_hot_queries_give_the_same_embedding(name):
   """Soft query tokens are what TGT-gradient differentiates: one-hot must equal the ids."""
   model, params, q, _ = _init(name, seed=2)
-  by_ids = model.apply(params, q, method="embed_queries")
-  by_one_hot = model.apply(params, jax.nn.one_hot(q, QUERY_VOCAB), method="embed_queries")
+  by_ids = apply(model, params, q, method="embed_queries")
+  by_one_hot = apply(model, params, jax.nn.one_hot(q, QUERY_VOCAB), method="embed_queries")
   np.testing.assert_allclose(by_ids, by_one_hot, atol=1e-5)
 
 
@@ -71,10 +84,10 @@ def test_ids_and_one_hot_queries_give_the_same_embedding(name):
 def test_padding_is_invisible_to_both_towers(name):
   model, params, q, d = _init(name, seed=4)
   pad = lambda x: jnp.pad(x, ((0, 0), (0, 3)))
-  np.testing.assert_allclose(model.apply(params, pad(q), method="embed_queries"),
-                             model.apply(params, q, method="embed_queries"), atol=1e-5)
-  np.testing.assert_allclose(model.apply(params, pad(d), method="embed_documents"),
-                             model.apply(params, d, method="embed_documents"), atol=1e-5)
+  np.testing.assert_allclose(apply(model, params, pad(q), method="embed_queries"),
+                             apply(model, params, q, method="embed_queries"), atol=1e-5)
+  np.testing.assert_allclose(apply(model, params, pad(d), method="embed_documents"),
+                             apply(model, params, d, method="embed_documents"), atol=1e-5)
 
 
 def test_teacher_tower_has_more_parameters_than_the_student():
@@ -98,18 +111,18 @@ def test_documents_read_the_query_table_only_through_query_words(name):
   doc_vocab = QUERY_VOCAB + 20                   # document ids extend the query vocabulary
   model = dual_encoder.dual_encoder(name, QUERY_VOCAB, doc_vocab)
   docs = jnp.array([[7, 55, 0, 0], [54, 55, 56, 0], [3, 7, 7, 0]], jnp.int32)   # 7: shared
-  params = model.init(jax.random.key(4), _tokens(4, QUERY_VOCAB), docs)
+  params = init(model, jax.random.key(4), _tokens(4, QUERY_VOCAB), docs)
   table = params["params"]["query_trunk"]["embed"]["embedding"]
   edited = jax.tree.map(lambda x: x, params)
   edited["params"]["query_trunk"]["embed"]["embedding"] = table.at[7].add(jax.random.normal(jax.random.key(5), table.shape[1:]))
-  moved = np.abs(np.asarray(model.apply(edited, docs, method="embed_documents")
-                            - model.apply(params, docs, method="embed_documents"))).max(axis=-1)
+  moved = np.abs(np.asarray(apply(model, edited, docs, method="embed_documents")
+                            - apply(model, params, docs, method="embed_documents"))).max(axis=-1)
   assert moved[0] > 1e-3 and moved[2] > 1e-3 and moved[1] == 0.0
   unshared = dual_encoder.DUAL_ENCODERS[name](query_vocab=QUERY_VOCAB, doc_vocab=doc_vocab,
                                               share_words=False)
   np.testing.assert_array_equal(                          # without sharing: no query table read
-      unshared.apply(params, docs, method="embed_documents"),
-      unshared.apply(edited, docs, method="embed_documents"))
+      apply(unshared, params, docs, method="embed_documents"),
+      apply(unshared, edited, docs, method="embed_documents"))
 
 
 def _tfidf_cosine(q_ids, d_ids, idf):
@@ -131,17 +144,17 @@ def test_hybrid_score_is_dense_plus_beta_times_tfidf():
   idf = np.asarray(model.lexical_idf.value)
   q = jnp.array([[5, 9, 9, 12, 0, 0], [7, 3, 0, 0, 0, 0], [20, 21, 22, 5, 9, 1]], jnp.int32)
   d = jnp.array([[9, 55, 5, 0], [7, 7, 58, 0], [52, 53, 0, 0], [12, 20, 9, 5]], jnp.int32)
-  params = model.init(jax.random.key(1), q, d)
+  params = init(model, jax.random.key(1), q, d)
   params["params"]["lexical_weight"] = jnp.asarray(1.7)
-  query_emb, doc_emb = model.apply(params, q, d)
-  dense_q = model.apply(params, q, method="dense_queries")
-  dense_d = model.apply(params, d, method="dense_documents")
+  query_emb, doc_emb = apply(model, params, q, d)
+  dense_q = apply(model, params, q, method="dense_queries")
+  dense_d = apply(model, params, d, method="dense_documents")
   expected = np.asarray(dense_q) @ np.asarray(dense_d).T + 1.7 * np.array(
       [[_tfidf_cosine(qi, di, idf) for di in np.asarray(d)] for qi in np.asarray(q)])
   np.testing.assert_allclose(np.asarray(query_emb) @ np.asarray(doc_emb).T, expected, atol=1e-5)
   assert expected[0, 2] == pytest.approx(float(dense_q[0] @ dense_d[2]), abs=1e-6)  # no overlap
   # The corpus form (sparse words) scores exactly what the dense rows score.
-  index = model.apply(params, d, method="index_documents")
+  index = apply(model, params, d, method="index_documents")
   np.testing.assert_allclose(retrieval.index_scores(query_emb, index, chunk=3), expected,
                              atol=1e-5)
 
@@ -149,10 +162,11 @@ def test_hybrid_score_is_dense_plus_beta_times_tfidf():
 def test_lexical_weight_is_learned_and_subwords_reach_unseen_words():
   model = model_of("dual_tiny_hybrid")
   q, d = _tokens(0, QUERY_VOCAB), _tokens(1, model.doc_vocab, length=6)
-  params = model.init(jax.random.key(0), q, d)
+  params = init(model, jax.random.key(0), q, d)
   assert float(params["params"]["lexical_weight"]) == 1.0
-  grad = jax.grad(lambda p: jnp.sum(model.apply(p, q, method="embed_queries")
-                                    @ model.apply(p, d, method="embed_documents").T))(params)
+  grad = jax.jit(jax.grad(lambda p: jnp.sum(apply(model, p, q, method="embed_queries")
+                                            @ apply(model, p, d, method="embed_documents").T)))(
+                                                params)
   assert float(grad["params"]["lexical_weight"]) != 0.0
   # A document word the query tower never reads still moves with its n-grams' vectors.
   ngrams = params["params"]["subword"]["ngram_embedding"]
@@ -161,8 +175,8 @@ def test_lexical_weight_is_learned_and_subwords_reach_unseen_words():
   edited = jax.tree.map(lambda x: x, params)
   edited["params"]["subword"]["ngram_embedding"] = ngrams.at[row].add(1.0)
   doc = jnp.array([[word, 0, 0, 0]], jnp.int32)
-  assert np.abs(np.asarray(model.apply(edited, doc, method="dense_documents")
-                           - model.apply(params, doc, method="dense_documents"))).max() > 1e-4
+  assert np.abs(np.asarray(apply(model, edited, doc, method="dense_documents")
+                           - apply(model, params, doc, method="dense_documents"))).max() > 1e-4
 
 
 def test_hybrid_models_need_their_tables_and_check_their_sizes():
