@@ -53,6 +53,20 @@ def make_source(config, with_subset=True):
   return TfdsSource(config, with_subset)
 
 
+def check_name(name):
+  """A one-line error naming a dataset that is neither in memory nor a registered TFDS builder
+  (checked before any other setting, which may only make sense for a known dataset)."""
+  if name in IN_MEMORY:
+    return
+  # pylint: disable=g-import-not-at-top  (TensorFlow, only for TFDS data)
+  from tgt_jax.data import tfds_fashion_mnist, tfds_input     # registers fashion_mnist_debian
+  del tfds_fashion_mnist
+  try:
+    tfds_input.tfds.builder_cls(name)
+  except tfds_input.tfds.core.DatasetNotFoundError as e:
+    raise _unknown_dataset(name, e) from None
+
+
 def _unknown_dataset(name, error):
   return ValueError(f"Unknown dataset name {name!r}: not one of the in-memory datasets "
                     f"{list(IN_MEMORY)} nor a TFDS dataset ({error}).")

@@ -33,6 +33,7 @@ def validate(config):
   method.tgt_config(config)   # validates method, σ, η, k, ε, m, τ
   state_lib.check_optimizer(config.optimizer)
   state_lib.check_loop_settings(config)
+  sources.check_name(config.data.name)
   check_validation_split(config)
   if config.data.name in sources.IN_MEMORY:
     augment.check(config.data.augment)
