@@ -37,6 +37,7 @@ def lt_config(arg, data_dir, **overrides):
                                         **overrides})
 
 
+@pytest.mark.slow   # 89 s loaded with a warm compile cache; the default run keeps Fashion-MNIST's
 def test_runlocal_synthesize_then_a_student_that_reads_the_cache(tmp_path, data_dir):
   """job=synthesize writes SAMPLES x' for each example of the (long-tailed) train split,
   the config's labelled subset; a student reads them by its rows' indices and records the
