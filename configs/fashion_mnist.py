@@ -42,7 +42,10 @@ Measured (2 CPU cores shared with other jobs, jax 0.10.2):
   σ = 0.25 / 0.5 / 1 / 2: 88.1 / 82.9 / 67.8 / 41.0%.
   Students: python -m benchmarks.fashion_mnist --teacher_dir=WORKDIR/teacher (every method,
   3 seeds, 5/10/50 labels per class and a long tail; figures in README "Fashion-MNIST
-  benchmark" and benchmarks/results/fashion_mnist/table.md).
+  benchmark" and benchmarks/results/fashion_mnist/table.md). Measured there (3 seeds, 400
+  steps × 64, balanced test accuracy): at 10 labels per class ce 69.5%, kd 74.8%, tgt_random
+  83.7%, tgt_gradient_input 86.1%, kd_transfer (all train images unlabelled) 86.3%; long tail
+  ρ=100, tail classes: ce 56.8%, tgt_prior 90.3%.
 """
 
 import ml_collections
