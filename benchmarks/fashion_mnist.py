@@ -44,7 +44,7 @@ import jax
 import numpy as np
 
 from benchmarks import fm_report
-from benchmarks.sample_efficiency import Arm, RunLog, Runner
+from benchmarks.sample_efficiency import Arm, RunLog, Runner, run_header
 from tgt_jax import configlib, jobs, sharding, tgt
 from tgt_jax.data import sources, subsets
 from tgt_jax.data.memory import Dataset, Split
@@ -271,17 +271,9 @@ def run_benchmark(args):
 def main(argv=None):
   args = parse_args(argv)
   start = time.time()
-  rows, chosen, selection, (trained_now, cached) = run_benchmark(args)
-  device = jax.devices()[0]
-  header = {"command": "python -m benchmarks.fashion_mnist " + " ".join(argv or sys.argv[1:]),
-            "device": f"{device.device_kind} ({device.platform}) x {jax.device_count()}",
-            "cpu_count": os.cpu_count(), "jax": jax.__version__, "steps": args.steps,
-            "batch_size": args.batch_size, "seeds": list(args.seed_list),
-            "wall_time_sec": time.time() - start, "runs_trained_now": trained_now,
-            "runs_from_cache": cached,
-            "run_seconds_total": sum(r.get("seconds", 0.0) for r in rows)}
-  text = fm_report.write_all(args.out, header, rows, chosen, selection)
-  print(text, flush=True)
+  rows, chosen, selection, counts = run_benchmark(args)
+  header = run_header("fashion_mnist", argv, args, start, rows, counts)
+  print(fm_report.write_all(args.out, header, rows, chosen, selection), flush=True)
   return rows
 
 

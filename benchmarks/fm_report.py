@@ -4,8 +4,6 @@ Everything the README shows is computed here from the run rows, so the tables, t
 and the plot always come from the same runs.
 """
 
-import csv
-import json
 import os
 
 import numpy as np
@@ -184,34 +182,16 @@ def plot(path, summary):
 def write_all(out_dir, header, rows, chosen, selection):
   """results.json, results.csv, table.md and plot.png in out_dir; returns the printed text."""
   summary = summarize(rows)
-  with open(os.path.join(out_dir, "results.csv"), "w", newline="", encoding="utf-8") as f:
-    writer = csv.writer(f)
-    writer.writerow(["arm", "cell", "augment", "n_seeds", "mean", "std", *se_report.GROUPS,
-                     "s_per_run"])
-    for (arm, cell), e in sorted(summary.items()):
-      writer.writerow([arm, cell, e["augment"], e["n"], f"{e['mean']:.2f}", f"{e['std']:.2f}",
-                       *(f"{e[g]:.2f}" for g in se_report.GROUPS), f"{e['seconds']:.1f}"])
+  se_report.write_csv(os.path.join(out_dir, "results.csv"), summary)
   checks = targets(summary)
-  text = [f"# {header['command']}",
-          f"{header['device']}, {header['cpu_count']} CPUs, jax {header['jax']}; "
-          f"{header['steps']} steps × batch {header['batch_size']} per run; seeds "
-          f"{header['seeds']}; this invocation: {header['wall_time_sec'] / 60:.1f} min wall, "
-          f"{header['runs_trained_now']} runs trained, {header['runs_from_cache']} from "
-          f"runs.jsonl; runs in all: {header['run_seconds_total'] / 60:.1f} min",
-          "", "Balanced test accuracy (%), mean ± std over seeds:", "",
-          main_table(summary, chosen), "",
-          "Effective sample size (ce and kd against real labels per class):", "",
-          sample_size_table(summary), "", "Offline synthesis at 10 labels per class:", "",
-          cache_table(rows, summary), "",
-          "Augmentation choice (validation, k10, seed 0):", "",
-          se_report.selection_table(selection, ("none", "flip_shift")), "",
-          "Targets:", *[f"- [{'x' if met else ' '}] {t}" for t, met in checks]]
-  text = "\n".join(text)
-  with open(os.path.join(out_dir, "table.md"), "w", encoding="utf-8") as f:
-    f.write(text + "\n")
-  with open(os.path.join(out_dir, "results.json"), "w", encoding="utf-8") as f:
-    json.dump({"header": header, "chosen_augment": chosen,
-               "summary": [{"arm": a, "cell": c, **e} for (a, c), e in summary.items()],
-               "targets": [{"text": t, "met": m} for t, m in checks], "runs": rows}, f, indent=1)
+  text = "\n".join([
+      *se_report.header_lines(header), "", "Balanced test accuracy (%), mean ± std over seeds:",
+      "", main_table(summary, chosen), "",
+      "Effective sample size (ce and kd against real labels per class):", "",
+      sample_size_table(summary), "", "Offline synthesis at 10 labels per class:", "",
+      cache_table(rows, summary), "", "Augmentation choice (validation, k10, seed 0):", "",
+      se_report.selection_table(selection, ("none", "flip_shift")), "",
+      "Targets:", *[f"- [{'x' if met else ' '}] {t}" for t, met in checks]])
+  se_report.write_text_and_json(out_dir, text, header, chosen, summary, checks, rows)
   plot(os.path.join(out_dir, "plot.png"), summary)
   return text

@@ -369,18 +369,24 @@ def run_benchmark(args):
   return rows, chosen, selection, (log.trained_now, len(log.rows) - log.trained_now)
 
 
+def run_header(name, argv, args, start, rows, counts):
+  """What a benchmark's report says about its run: command, machine, protocol and times."""
+  device = jax.devices()[0]
+  trained_now, cached = counts
+  return {"command": f"python -m benchmarks.{name} " + " ".join(argv or sys.argv[1:]),
+          "device": f"{device.device_kind} ({device.platform}) x {jax.device_count()}",
+          "cpu_count": os.cpu_count(), "jax": jax.__version__, "steps": args.steps,
+          "batch_size": args.batch_size, "seeds": list(args.seed_list),
+          "wall_time_sec": time.time() - start, "runs_trained_now": trained_now,
+          "runs_from_cache": cached,
+          "run_seconds_total": sum(r.get("seconds", 0.0) for r in rows)}
+
+
 def main(argv=None):
   args = parse_args(argv)
   start = time.time()
-  rows, chosen, selection, (trained_now, cached) = run_benchmark(args)
-  device = jax.devices()[0]
-  header = {"command": "python -m benchmarks.sample_efficiency " + " ".join(argv or sys.argv[1:]),
-            "device": f"{device.device_kind} ({device.platform}) x {jax.device_count()}",
-            "cpu_count": os.cpu_count(), "jax": jax.__version__, "steps": args.steps,
-            "batch_size": args.batch_size, "seeds": list(args.seed_list),
-            "wall_time_sec": time.time() - start, "runs_trained_now": trained_now,
-            "runs_from_cache": cached,
-            "run_seconds_total": sum(r["seconds"] for r in rows)}
+  rows, chosen, selection, counts = run_benchmark(args)
+  header = run_header("sample_efficiency", argv, args, start, rows, counts)
   summary = se_report.write_all(args.out, header, rows, chosen, selection)
   print(summary, flush=True)
   return rows

@@ -169,32 +169,46 @@ def plot(path, summary):
   plt.close(fig)
 
 
-def write_all(out_dir, header, rows, chosen, selection):
-  """results.json, results.csv, table.md and plot.png in out_dir; returns the printed text."""
-  summary = summarize(rows)
-  with open(os.path.join(out_dir, "results.csv"), "w", newline="", encoding="utf-8") as f:
+def write_csv(path, summary, order=None):
+  """results.csv: one line per (arm, cell) of the summary."""
+  with open(path, "w", newline="", encoding="utf-8") as f:
     writer = csv.writer(f)
     writer.writerow(["arm", "cell", "augment", "n_seeds", "mean", "std", *GROUPS, "s_per_run"])
-    for (arm, cell), e in sorted(summary.items(), key=lambda kv: (_arm_order(kv[0][0]),
-                                                                   _cell_order(kv[0][1]))):
+    for (arm, cell), e in sorted(summary.items(), key=order):
       writer.writerow([arm, cell, e["augment"], e["n"], f"{e['mean']:.2f}", f"{e['std']:.2f}",
                        *(f"{e[g]:.2f}" for g in GROUPS), f"{e['seconds']:.1f}"])
-  checks = targets(summary)
-  text = [f"# {header['command']}",
+
+
+def header_lines(header):
+  """The command, then the machine, the protocol and this invocation's times."""
+  return [f"# {header['command']}",
           f"{header['device']}, {header['cpu_count']} CPUs, jax {header['jax']}; "
           f"{header['steps']} steps × batch {header['batch_size']} per run; seeds "
           f"{header['seeds']}; this invocation: {header['wall_time_sec'] / 60:.1f} min wall, "
           f"{header['runs_trained_now']} runs trained, {header['runs_from_cache']} from "
-          f"runs.jsonl; student runs in all: {header['run_seconds_total'] / 60:.1f} min",
-          "", markdown_tables(summary, chosen), "",
-          "Augmentation choice (validation, k5):", "", selection_table(selection), "",
-          "Targets:", *[f"- [{'x' if met else ' '}] {t}" for t, met in checks]]
-  text = "\n".join(text)
+          f"runs.jsonl; runs in all: {header['run_seconds_total'] / 60:.1f} min"]
+
+
+def write_text_and_json(out_dir, text, header, chosen, summary, checks, rows):
+  """table.md (the printed text) and results.json (everything the tables came from)."""
   with open(os.path.join(out_dir, "table.md"), "w", encoding="utf-8") as f:
     f.write(text + "\n")
   with open(os.path.join(out_dir, "results.json"), "w", encoding="utf-8") as f:
     json.dump({"header": header, "chosen_augment": chosen,
                "summary": [{"arm": a, "cell": c, **e} for (a, c), e in summary.items()],
                "targets": [{"text": t, "met": m} for t, m in checks], "runs": rows}, f, indent=1)
+
+
+def write_all(out_dir, header, rows, chosen, selection):
+  """results.json, results.csv, table.md and plot.png in out_dir; returns the printed text."""
+  summary = summarize(rows)
+  write_csv(os.path.join(out_dir, "results.csv"), summary,
+            lambda kv: (_arm_order(kv[0][0]), _cell_order(kv[0][1])))
+  checks = targets(summary)
+  text = "\n".join([
+      *header_lines(header), "", markdown_tables(summary, chosen), "",
+      "Augmentation choice (validation, k5):", "", selection_table(selection), "",
+      "Targets:", *[f"- [{'x' if met else ' '}] {t}" for t, met in checks]])
+  write_text_and_json(out_dir, text, header, chosen, summary, checks, rows)
   plot(os.path.join(out_dir, "plot.png"), summary)
   return text
