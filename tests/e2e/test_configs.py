@@ -74,6 +74,7 @@ def test_imagenet_runlocal_with_a_teacher_from_published_files(tmp_path, method)
     assert any(f.startswith("real_decoded_explored_") for f in os.listdir(tmp_path))
 
 
+@pytest.mark.slow   # ~20 s idle; the report job runs by default on digits (tests/e2e/test_train.py)
 def test_imagenet_runlocal_teacher_report(tmp_path):
   """job=teacher_report on the published-format fixtures: every figure, the grid, nothing
   written to the teacher's files."""
@@ -178,6 +179,7 @@ def wordnet_config(arg, **overrides):
                         **{"data.dir": WORDNET_FIXTURE, **overrides})
 
 
+@pytest.mark.slow   # ~38 s idle; masking, the loss and load_into have default unit tests
 def test_wordnet_runlocal_pretrain_then_finetune(tmp_path):
   """The text student's jobs without a teacher, on the real file format (the fixture)."""
   pretrained = jobs.run(wordnet_config("runlocal,job=pretrain"), str(tmp_path / "pretrain"))
