@@ -52,11 +52,16 @@ import ml_collections
 
 from tgt_jax import configlib
 
+TEACHERS = ("vae", "diffusion")
+
 
 def get_config(arg=None):
-  arg = configlib.parse_arg(arg, runlocal=False, method="tgt_random", job="student")
+  arg = configlib.parse_arg(arg, runlocal=False, method="tgt_random", job="student",
+                            teacher="vae")
+  if arg.teacher not in TEACHERS:
+    raise ValueError(f"Unknown teacher {arg.teacher!r} in {arg!r}; choose one of {TEACHERS}.")
   config = ml_collections.ConfigDict()
-  config.job = arg.job                # student | teacher | teacher_report
+  config.job = arg.job                # student | teacher | diffusion | teacher_report | synthesize
   config.seed = 0
   config.data = ml_collections.ConfigDict(dict(
       name="fashion_mnist_debian",
@@ -78,6 +83,8 @@ def get_config(arg=None):
   config.teacher = configlib.digits_teacher(arg.runlocal)
   config.teacher.update(dict(latent_dim=32, generator_steps=2_000, labeler_steps=3_000,
                              batch_size=64, kl_warmup_steps=300))    # measured: see above
+  if arg.teacher == "diffusion":
+    config.teacher.update(configlib.latent_diffusion_teacher(arg.runlocal))
   config.method = arg.method
   config.tgt = configlib.tgt_defaults()
   config.tgt_cache = configlib.cache_defaults()   # offline x' (job=synthesize), read by index

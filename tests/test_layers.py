@@ -39,7 +39,7 @@ SHARED = {
              "tfds_subsets", "tfds_input", "tfds_fashion_mnist", "wordnet"},
     "tasks": {"method", "cache", "pretrained_student"},
     "teachers": {"generative", "training", "text", "text_encoder", "pretrained", "loading",
-                 "kinds"},
+                 "kinds", "diffusion"},
     "models": {"weight_files", "input_spec", "text", "resnet"},
 }
 # A helper → the one sibling it belongs to.

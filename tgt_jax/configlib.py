@@ -57,6 +57,28 @@ def digits_teacher(runlocal=False):
   return t
 
 
+def latent_diffusion_teacher(runlocal=False, grid=4):
+  """teacher.kind='latent_diffusion' over a trained teacher (teachers/latent_diffusion.py): a
+  DiT trained here in its VAE's latent, a grid×grid grid of latent_dim/grid² channels (Fashion's
+  32-d latent: 4×4×2, 16 tokens), sampled with DDIM under classifier-free guidance."""
+  t = ml_collections.ConfigDict()
+  t.kind = "latent_diffusion"
+  t.diffusion_dir = ""            # "" → WORKDIR/diffusion
+  t.ddim_steps = 25               # of the 1,000-step schedule, as DiT samples
+  t.guidance = 2.0                # classifier-free guidance scale (1: none)
+  t.condition_on = "label"        # tgt_random's class: the real y ("labeler": argmax T(x))
+  t.diffusion = ml_collections.ConfigDict(dict(
+      grid=grid, heads=4, head_dim=32, layers=6,      # width 128
+      steps=5_000, batch_size=256, learning_rate=1e-3, class_dropout=0.1,
+      stats_batches=20, num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02,
+      eval_every=1000, report_per_class=100))
+  if runlocal:
+    t.ddim_steps = 4
+    t.diffusion.update(dict(layers=1, heads=2, head_dim=16, steps=4, batch_size=32,
+                            stats_batches=2, eval_every=0, report_per_class=2))
+  return t
+
+
 def digits_optimizer():
   """The digits student's optimizer (shared by configs/digits.py and benchmarks)."""
   return ml_collections.ConfigDict(dict(name="adam", learning_rate=3e-3, warmup_steps=100,

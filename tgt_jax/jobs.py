@@ -2,6 +2,7 @@
 
   student            the TGT student for classification (tasks/classification.py)
   teacher            a generative teacher: VAE + labeler (teachers/training.py)
+  diffusion          a DiT trained in a trained teacher's latent (teachers/latent_diffusion.py)
   teacher_report     any image teacher's figures and pictures, nothing trained (teachers/report.py)
   synthesize         offline x' and T(x') for tgt_random / tgt_prior students (tasks/synthesize.py)
   pretrain           masked-token pretraining of the text student (tasks/pretrain.py)
@@ -24,7 +25,7 @@ from jax.experimental import multihost_utils
 
 from tgt_jax import models, workdir as workdir_lib
 from tgt_jax.tasks import classification, pretrain, retrieval, synthesize
-from tgt_jax.teachers import kinds, report, training
+from tgt_jax.teachers import kinds, latent_diffusion, report, training
 from tgt_jax.teachers import retrieval as retrieval_teacher
 
 
@@ -43,6 +44,8 @@ def _validate_pretrain(config):
 JOBS = {
     "student": Job(classification.validate, classification.run),
     "teacher": Job(kinds.validate, training.run_teacher_job, training.teacher_dir),
+    "diffusion": Job(latent_diffusion.validate, latent_diffusion.run_job,
+                     latent_diffusion.diffusion_dir),
     "teacher_report": Job(report.validate, report.run),
     "synthesize": Job(synthesize.validate, synthesize.run),
     "pretrain": Job(_validate_pretrain, pretrain.run_pretrain_job, pretrain.pretrained_dir),

@@ -128,6 +128,12 @@ def validate(config):
     raise ValueError("teacher.kind='diffusion' needs teacher.labeler_file: a BiT .npz or a timm "
                      "model.safetensors.")
   loading.validate_pretrained(_as_pretrained(config))
+  check_sampling(config, "diffusion")
+
+
+def check_sampling(config, kind):
+  """The sampling settings every class-conditional kind reads, named when wrong."""
+  t = config.teacher
   steps = t.get("ddim_steps")
   if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
     raise ValueError(f"teacher.ddim_steps={steps!r}: give a whole number of DDIM steps >= 1.")
@@ -140,7 +146,7 @@ def validate(config):
     raise ValueError(f"Unknown teacher.condition_on {t.get('condition_on')!r}; choose one of "
                      f"{list(CONDITION_ON)} (the real label, or the labeler's argmax).")
   if config.get("method") in GRADIENT_METHODS:
-    raise ValueError(f"method {config.method!r} with teacher.kind='diffusion': refused, it would "
+    raise ValueError(f"method {config.method!r} with teacher.kind={kind!r}: refused, it would "
                      "differentiate through the DDIM chain; use tgt_random or tgt_prior.")
 
 
@@ -160,7 +166,7 @@ def _resize(images, size, pixel_range):
   return jnp.clip(resized, *pixel_range)
 
 
-def _per_device(fn, params, *rows):
+def per_device(fn, params, *rows):
   """fn(params, *rows) with each device running its own rows (shard_map over the data axis):
   a DiT's class-table gather on batch-sharded labels has no unambiguous sharding, and a
   prior draw, made replicated, would otherwise be denoised whole on every device. Outside a
@@ -196,7 +202,7 @@ def teacher_functions(base, transformer, schedule, num_steps, guidance, image_sh
     x_t = z.reshape(z.shape[0], *latent)
     if sigma != math.inf:            # z + σ·ε = x_t/√ᾱ_t
       x_t = x_t * np.float32(np.sqrt(alphas[timesteps[0]]))
-    x0 = _per_device(lambda variables, x, c: diffusion.denoise(
+    x0 = per_device(lambda variables, x, c: diffusion.denoise(
         dit.noise_fn(transformer, variables), x, c, timesteps, num_steps, guidance,
         null_class=config.null_class, schedule=schedule), p["diffusion"], x_t,
                      jnp.asarray(labels, jnp.int32))

@@ -9,12 +9,13 @@ new kind (a diffusion model, a published text encoder) is one entry of KINDS.
   components   E, G and T from three part directories (BigBiGAN-shaped)
   pretrained   a published AutoencoderKL (E, G) with a BiT or timm labeler (T)
   diffusion    a class-conditional DiT and its AutoencoderKL (E, G) with a BiT/timm T
+  latent_diffusion  a DiT trained by tgt_jax in the latent of a trained teacher's VAE
 """
 
 import dataclasses
 from typing import Callable
 
-from tgt_jax.teachers import diffusion, generative, loading, training
+from tgt_jax.teachers import diffusion, generative, latent_diffusion, loading, training
 
 LoadedTeacher = loading.LoadedTeacher
 
@@ -42,6 +43,10 @@ KINDS = {
     "diffusion": TeacherKind("a class-conditional DiT with its AutoencoderKL (teacher.dit_dir: "
                              "transformer/, vae/, scheduler/) and a BiT/timm labeler",
                              diffusion.validate, diffusion.load, diffusion.where),
+    "latent_diffusion": TeacherKind("a DiT trained by tgt_jax (teacher.diffusion_dir) in the "
+                                    "latent of the VAE in teacher.dir, with its labeler",
+                                    latent_diffusion.validate, latent_diffusion.load,
+                                    latent_diffusion.where),
 }
 
 

@@ -66,6 +66,14 @@ def _batches(data, batch_size, seed):
   return data
 
 
+def teacher_stream(dataset, batch_size, seed):
+  """start_step → this process's rows of each global batch of the whole train split, drawn by
+  (seed, step): what every teacher part trains on (a source, or an in-memory data.Dataset)."""
+  if hasattr(dataset, "teacher_batches"):
+    return lambda start: dataset.teacher_batches(batch_size, seed, start)
+  return _batches(dataset.splits["train"], batch_size, seed)
+
+
 def fit(loss_fn, params, data, *, steps, batch_size, learning_rate, seed, mesh, name,
         log_every=500, run_dir=None, checkpoint_every=CHECKPOINT_EVERY, evaluate=None,
         eval_every=0):
@@ -236,12 +244,9 @@ def train(tconfig, dataset, mesh, seed=0, run_dir=None, parts=generative.PARTS, 
   common = dict(batch_size=tconfig.batch_size, learning_rate=tconfig.learning_rate,
                 seed=part_seed, mesh=mesh, log_every=tconfig.get("log_every", 500),
                 checkpoint_every=tconfig.get("checkpoint_every", CHECKPOINT_EVERY))
-  if hasattr(dataset, "teacher_batches"):
-    train_data = lambda start: dataset.teacher_batches(tconfig.batch_size, part_seed, start)
-    report_split = dataset.sample(dataset.eval_split_names[0], REPORT_EXAMPLES)
-  else:
-    train_data = dataset.splits["train"]
-    report_split = dataset.splits["test"]
+  train_data = teacher_stream(dataset, tconfig.batch_size, part_seed)
+  report_split = (dataset.sample(dataset.eval_split_names[0], REPORT_EXAMPLES)
+                  if hasattr(dataset, "teacher_batches") else dataset.splits["test"])
 
   if "generator" in to_train:
     vae_loss = (text_teacher.sequence_vae_loss(generator, tconfig) if is_text
