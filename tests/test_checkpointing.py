@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 import signal
+import threading
 import time
 from typing import Any
 
@@ -63,11 +64,31 @@ def test_keep_checkpoints_must_be_at_least_one(tmp_path):
 # -- signals ------------------------------------------------------------------------------
 
 
+def _signal_main_thread(signum):
+  """Sends `signum` to this process's main thread, where Python runs signal handlers.
+
+  os.kill(os.getpid(), ...) is process-directed: the kernel may hand it to any of JAX's
+  threads, and the handler then runs only once the main thread next checks for signals,
+  which on a loaded machine can be after the assertion that follows (a flaky test). A
+  thread-directed signal to the main thread is taken on return from the call, and
+  signal.pthread_kill runs the handler before it returns.
+  """
+  signal.pthread_kill(threading.main_thread().ident, signum)
+
+
+def _wait_for(condition, seconds=30.0):
+  """Polls `condition` for up to `seconds` (a bounded wait for a handler, should one lag)."""
+  deadline = time.monotonic() + seconds
+  while not condition() and time.monotonic() < deadline:
+    time.sleep(0.01)
+  return condition()
+
+
 def test_sigterm_is_noted_with_exit_code_143():
   with checkpointing.PreemptionWatch() as watch:
     assert not watch.reached(1)
-    os.kill(os.getpid(), signal.SIGTERM)
-    assert watch.reached(1) and watch.exit_code == 143
+    _signal_main_thread(signal.SIGTERM)
+    assert _wait_for(lambda: watch.reached(1)) and watch.exit_code == 143
     err = watch.preempted(7, "/ckpt")
   assert isinstance(err, checkpointing.Preempted) and err.exit_code == 143
   assert str(err).startswith("Preempted: saved step 7 to /ckpt; run the same command")
@@ -77,12 +98,12 @@ def test_first_ctrl_c_saves_with_exit_code_130_and_second_exits_at_once(caplog):
   before = signal.getsignal(signal.SIGINT)
   with caplog.at_level(logging.WARNING):
     with checkpointing.PreemptionWatch() as watch:
-      os.kill(os.getpid(), signal.SIGINT)
-      assert watch.reached(3) and watch.exit_code == 130
+      _signal_main_thread(signal.SIGINT)
+      assert _wait_for(lambda: watch.reached(3)) and watch.exit_code == 130
       assert watch.preempted(3, "/ckpt").exit_code == 130
       with pytest.raises(KeyboardInterrupt):
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(1)            # the handler runs between bytecodes: it must raise by now
+        _signal_main_thread(signal.SIGINT)
+        _wait_for(lambda: False)   # the previous handler raises here (at once; at most 30 s)
   assert ("Ctrl-C: saving at the end of this step; press Ctrl-C again to exit at once"
           in caplog.text)
   assert signal.getsignal(signal.SIGINT) == before
