@@ -6,6 +6,8 @@ import pytest
 
 from tgt_jax import models
 
+from conftest import FAST_COMPILE
+
 
 def _builds_without_a_vocabulary(name):
   try:
@@ -21,15 +23,18 @@ def _builds_without_a_vocabulary(name):
                                         if not n.startswith("resnet")
                                         and _builds_without_a_vocabulary(n)))
 def test_classifiers_give_logits(name):
+  """init and apply as two compiled calls: op by op, every layer's ops compile on their own
+  (cnn_labeler took 25 s that way under load)."""
   model = models.classifier(name, 10)
   x = jnp.zeros((3, 8, 8, 1))
-  assert model.apply(model.init(jax.random.key(0), x), x).shape == (3, 10)
+  params = jax.jit(model.init, compiler_options=FAST_COMPILE)(jax.random.key(0), x)
+  assert jax.jit(model.apply, compiler_options=FAST_COMPILE)(params, x).shape == (3, 10)
 
 
 def test_labeler_is_clearly_bigger_than_students():
   x = jnp.zeros((1, 8, 8, 1))
-  size = lambda n: sum(a.size for a in jax.tree.leaves(
-      models.classifier(n, 10).init(jax.random.key(0), x)))
+  size = lambda n: sum(a.size for a in jax.tree.leaves(     # shapes only: nothing runs
+      jax.eval_shape(models.classifier(n, 10).init, jax.random.key(0), x)))
   assert size("cnn_labeler") > 5 * max(size("cnn_small"), size("mlp"))
 
 
