@@ -50,7 +50,8 @@ def test_runlocal_teacher_synthesize_student_and_cached_student_on_the_real_data
     tmp_path, fashion_data_dir):
   """Every job a Fashion-MNIST run needs, on the real data read by index: the teacher, its
   synthesis cache, a student distilling online from WORKDIR/teacher and one streaming the cache
-  (the cache is keyed by the labelled rows' indices, which only data read by index has)."""
+  (the cache is keyed by the labelled rows' indices, which only data read by index has); then
+  the same with teacher=diffusion."""
   work = str(tmp_path / "work")
   teacher_dir = os.path.join(work, "teacher")
   teacher = jobs.run(fashion_config("runlocal,job=teacher", fashion_data_dir), work)
@@ -81,6 +82,23 @@ def test_runlocal_teacher_synthesize_student_and_cached_student_on_the_real_data
   identity = json.loads((tmp_path / "cached" / "teacher_identity.json").read_text())["identity"]
   assert identity["synthetic_cache"] == cache.fingerprint(manifest)
   assert not list((tmp_path / "cached").glob("real_decoded_explored_*.png"))   # no G to probe
+
+  # teacher=diffusion: the same VAE and labeler, a DiT trained in its latent on demand by the
+  # synthesis job (WORKDIR/diffusion), tgt_prior's x' drawn under uniform classes, a student.
+  diffusion = {"teacher.dir": teacher_dir, "tgt_cache.samples_per_example": 2}
+  made = jobs.run(fashion_config("runlocal,teacher=diffusion,method=tgt_prior,job=synthesize",
+                                 fashion_data_dir, **diffusion), str(tmp_path / "dcache"))
+  dit_dir = tmp_path / "dcache" / "diffusion"
+  assert (dit_dir / "diffusion.json").exists() and made["num_records"] == 200
+  assert list((dit_dir / "training" / "diffusion").glob("samples_per_class_*.png"))
+  student = jobs.run(fashion_config("runlocal,teacher=diffusion,method=tgt_prior",
+                                    fashion_data_dir, **ONE_EVALUATION, **{
+                                        "teacher.dir": teacher_dir,
+                                        "teacher.diffusion_dir": str(dit_dir),
+                                        "tgt_cache.dir": made["cache_dir"]}),
+                     str(tmp_path / "dstudent"))
+  assert student["checkpoint_step"] == 6 and student["method"] == "tgt_prior"
+  assert synthetic_cache.read_manifest(made["cache_dir"])["settings"]["method"] == "tgt_prior"
 
 
 @needs_package

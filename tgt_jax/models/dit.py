@@ -191,8 +191,15 @@ class LabelEmbedding(nn.Module):
 
   @nn.compact
   def __call__(self, labels):
-    return nn.Embed(self.num_classes + 1, self.width, dtype=self.dtype,
-                    name="embedding_table")(labels)
+    # A one-hot product, not a gather: it follows the labels' sharding wherever they are
+    # (batch-sharded, or vmapped over sharded examples by the synthesis job), where a
+    # gather's output sharding is ambiguous. A label past the null class gives NaN.
+    table = nn.Embed(self.num_classes + 1, self.width, dtype=self.dtype,
+                     name="embedding_table").embedding
+    rows = jax.nn.one_hot(labels, self.num_classes + 1, dtype=jnp.float32)
+    out = jnp.dot(rows, table.astype(jnp.float32),
+                  precision=jax.lax.Precision.HIGHEST).astype(self.dtype or jnp.float32)
+    return jnp.where((labels > self.num_classes)[..., None], jnp.nan, out)
 
 
 class TimestepLabelEmbedding(nn.Module):

@@ -172,7 +172,8 @@ def per_device(fn, params, *rows):
   prior draw, made replicated, would otherwise be denoised whole on every device. Outside a
   mesh fn runs as is; rows that do not split over the devices run replicated."""
   mesh = jax.typeof(rows[0]).sharding.mesh
-  if mesh.empty or sharding.DATA_AXIS not in mesh.axis_names:
+  if (mesh.empty or sharding.DATA_AXIS not in mesh.axis_names
+      or mesh.shape[sharding.DATA_AXIS] == 1):      # one device: nothing to split
     return fn(params, *rows)
   if rows[0].shape[0] % mesh.shape[sharding.DATA_AXIS]:
     return fn(params, *[sharding.gathered(r) for r in rows])

@@ -1,0 +1,179 @@
+r"""Does a better generator make a better student? The VAE teacher against the diffusion teacher.
+
+Command (repo root; the VAE teacher and the DiT trained first by their jobs):
+  python -m benchmarks.fashion_diffusion --teacher_dir=WORKDIR/teacher \
+      --diffusion_dir=WORKDIR/diffusion          # → benchmarks/results/fashion_diffusion/
+  --smoke   1 seed, k10, 3 student steps, N = 2 (the test's setting; runlocal teachers)
+
+Both teachers share E, the decoder and the labeler (teacher.kind='latent_diffusion' is a DiT
+trained in the VAE's latent, teachers/latent_diffusion.py): only how x' is found differs.
+VAE: x' = G(E(x) + σ·ε) (tgt_random) or G(z), z ~ N(0, I) (tgt_prior). Diffusion: the same
+z + σ·ε denoised under the example's label (SDEdit) or pure noise denoised under a uniform
+class (tgt_prior), teacher.ddim_steps DDIM steps with guidance. Every arm goes through the
+offline cache as users run it: `job=synthesize` (N x' per labelled example), then a
+student with tgt_cache.dir (same labeler, same 400 steps × 64, same augmentation as the
+online arms of benchmarks/fashion_mnist.py chose: flip_shift). Cells: 10 labels per class
+(k10) and the long tail ρ = 100 (lt100); 3 seeds (each seed its own subset and cache).
+Reported: balanced test accuracy (and head/medium/tail on lt100), the synthesis seconds
+per cache and per sample, XLA's FLOPs of one DiT pass, and sample grids of both teachers.
+Runs are logged in OUT/runs.jsonl, so a rerun resumes.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+if __package__ in (None, ""):
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np
+
+from benchmarks import dit_flops, se_report, seeds
+from benchmarks.fashion_mnist import CELLS, fashion_config
+from benchmarks.sample_efficiency import RunLog, run_header
+from tgt_jax import jobs
+from tgt_jax.teachers import latent_diffusion
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TEACHERS = ("vae", "diffusion")
+METHODS = ("tgt_random", "tgt_prior")
+BENCH_CELLS = ("k10", "lt100")
+AUGMENT = "flip_shift"      # what benchmarks/fashion_mnist.py chose for both methods online
+
+
+def parse_args(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+  p.add_argument("--out", default="")
+  p.add_argument("--teacher_dir", required=True, help="the VAE teacher (configs/fashion_mnist.py)")
+  p.add_argument("--diffusion_dir", required=True, help="the DiT (job=diffusion) on that VAE")
+  p.add_argument("--data_dir", default="")
+  p.add_argument("--seeds", type=int, default=3)
+  p.add_argument("--steps", type=int, default=400)
+  p.add_argument("--batch_size", type=int, default=64)
+  p.add_argument("--samples", type=int, default=16, help="N: x' per labelled example")
+  p.add_argument("--ddim_steps", type=int, default=25)
+  p.add_argument("--cells", default=",".join(BENCH_CELLS))
+  p.add_argument("--smoke", action="store_true")
+  args = p.parse_args(argv)
+  if args.smoke:
+    args.seeds, args.steps, args.samples, args.cells = 1, 3, 2, "k10"
+  args.cells = tuple(c for c in args.cells.split(",") if c)
+  if any(c not in BENCH_CELLS for c in args.cells):
+    p.error(f"--cells: choose from {list(BENCH_CELLS)}, got {list(args.cells)}.")
+  args.out = args.out or os.path.join(REPO, "benchmarks", "results",
+                                      "fashion_diffusion" + ("_smoke" if args.smoke else ""))
+  args.seed_list = tuple(range(args.seeds))
+  return args
+
+
+def config_of(args, teacher, method, seed, cell, **overrides):
+  arg = ",".join(filter(None, ["runlocal" if args.smoke else "", f"teacher={teacher}",
+                               f"method={method}"]))
+  extra = {"teacher.diffusion_dir": args.diffusion_dir,
+           "teacher.ddim_steps": args.ddim_steps} if teacher == "diffusion" else {}
+  return fashion_config(arg, **{
+      "seed": seed, "teacher.dir": args.teacher_dir, "data.data_dir": args.data_dir,
+      "num_train_steps": args.steps, "batch_size": args.batch_size, "data.augment": AUGMENT,
+      **CELLS[cell], **extra, **overrides})
+
+
+def run_cell(args, log, teacher, method, cell, seed):
+  """job=synthesize, then the cached student: two real jobs, their rows in the log."""
+  arm = f"{teacher}/{method}"
+  work = os.path.join(args.out, "runs", f"{teacher}_{method}_{cell}_seed{seed}")
+  cache = os.path.join(work, "synthetic")
+  if log.get(f"synthesize/{arm}", "none", cell, seed) is None:
+    start = time.time()
+    made = jobs.run(config_of(args, teacher, method, seed, cell, job="synthesize", **{
+        "tgt_cache.dir": cache, "tgt_cache.samples_per_example": args.samples}),
+                    os.path.join(work, "synthesize"))
+    log.add({"arm": f"synthesize/{arm}", "augment": "none", "cell": cell, "seed": seed,
+             "seconds": time.time() - start, "num_records": made["num_records"]})
+  if log.get(arm, AUGMENT, cell, seed) is None:
+    start = time.time()
+    results = jobs.run(config_of(args, teacher, method, seed, cell, **{
+        "tgt_cache.dir": cache, "tgt_cache.samples": args.samples}), os.path.join(work, "student"))
+    log.add({"arm": arm, "augment": AUGMENT, "cell": cell, "seed": seed,
+             "test": results["test"], "validation": results["validation"],
+             "seconds": time.time() - start})
+    print(f"{arm:24s} {cell:6s} seed {seed} test "
+          f"{100 * results['test']['balanced_accuracy']:.1f}", flush=True)
+  return [log.get(f"synthesize/{arm}", "none", cell, seed), log.get(arm, AUGMENT, cell, seed)]
+
+
+def report(args, header, rows):
+  """table.md, results.csv and results.json in OUT; returns the printed text."""
+  students = [r for r in rows if not r["arm"].startswith("synthesize/")]
+  synth = [r for r in rows if r["arm"].startswith("synthesize/")]
+  summary = se_report.summarize(students)
+  cost = {key: float(np.mean([r["seconds"] / r["num_records"] for r in group]))
+          for key, group in seeds.group_by(synth, "arm", "cell").items()}
+  head = ["teacher", "method"] + [c for c in args.cells] + (
+      ["lt100 head", "lt100 medium", "lt100 tail"] if "lt100" in args.cells else []) + [
+          f"synthesis ms/x' ({c})" for c in args.cells]
+  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for teacher in TEACHERS:
+    for method in METHODS:
+      arm = f"{teacher}/{method}"
+      cells = [se_report._fmt(summary.get((arm, c))) for c in args.cells]
+      groups = ([f"{summary[(arm, 'lt100')][g]:.1f}" if (arm, "lt100") in summary else "—"
+                 for g in se_report.GROUPS] if "lt100" in args.cells else [])
+      ms = [f"{1000 * cost[(f'synthesize/{arm}', c)]:.2f}"
+            if (f"synthesize/{arm}", c) in cost else "—" for c in args.cells]
+      lines.append("| " + " | ".join([teacher, f"`{method}`", *cells, *groups, *ms]) + " |")
+  diffs = []
+  for method in METHODS:
+    for cell in args.cells:
+      a, b = summary.get((f"diffusion/{method}", cell)), summary.get((f"vae/{method}", cell))
+      if a and b:
+        by_seed = {(r["arm"], r["seed"]): r["test"]["balanced_accuracy"] for r in students
+                   if r["cell"] == cell}
+        paired = [100 * (by_seed[(f"diffusion/{method}", s)] - by_seed[(f"vae/{method}", s)])
+                  for s in args.seed_list if (f"diffusion/{method}", s) in by_seed
+                  and (f"vae/{method}", s) in by_seed]
+        mean, std = seeds.mean_std(paired)
+        diffs.append(f"diffusion − VAE, `{method}` {cell}: {mean:+.1f} ± {std:.1f} points "
+                     f"(paired over {len(paired)} seeds)")
+  text = "\n".join([*se_report.header_lines(header), "",
+                    f"N = {args.samples} x' per labelled example; DiT sampling: "
+                    f"{args.ddim_steps} DDIM steps; one DiT pass: {header['dit_gflops']:.4f} "
+                    "GFLOPs (XLA, per sample)", "",
+                    "Balanced test accuracy (%), mean ± std over seeds, students from the cache:",
+                    "", *lines, "", *diffs])
+  os.makedirs(args.out, exist_ok=True)
+  se_report.write_csv(os.path.join(args.out, "results.csv"), summary)
+  se_report.write_text_and_json(args.out, text, header, {"all": AUGMENT}, summary,
+                                [(d, None) for d in diffs], rows)
+  return text
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  os.makedirs(args.out, exist_ok=True)
+  start = time.time()
+  log = RunLog(os.path.join(args.out, "runs.jsonl"),
+               {"steps": args.steps, "batch_size": args.batch_size, "samples": args.samples,
+                "ddim_steps": args.ddim_steps, "teacher": args.teacher_dir,
+                "diffusion": args.diffusion_dir})
+  rows = []
+  for seed in args.seed_list:
+    for cell in args.cells:
+      for teacher in TEACHERS:
+        for method in METHODS:
+          rows += run_cell(args, log, teacher, method, cell, seed)
+  meta = json.loads(open(os.path.join(args.diffusion_dir, latent_diffusion.META_FILE)).read())
+  header = run_header("fashion_diffusion", argv, args, start, rows,
+                      (log.trained_now, len(log.rows) - log.trained_now))
+  from tgt_jax.models import dit  # pylint: disable=g-import-not-at-top
+  header["dit_gflops"] = dit_flops.xla_flops(dit.DiTConfig(**meta["dit"]), 1) / 1e9
+  header["dit_report"] = meta["report"]
+  text = report(args, header, rows)
+  print(text, flush=True)
+  return rows
+
+
+if __name__ == "__main__":
+  main()
