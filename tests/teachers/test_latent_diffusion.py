@@ -49,14 +49,17 @@ def test_gradient_methods_and_missing_settings_are_refused():
 
 def test_a_fresh_dit_predicts_zero_noise_adaln_zero():
   config = dit.DiTConfig(num_attention_heads=2, attention_head_dim=8, in_channels=4,
-                         out_channels=4, num_layers=2, sample_size=2, patch_size=1,
+                         out_channels=4, num_layers=1, sample_size=2, patch_size=1,
                          num_classes=10)
   module, variables = latent_diffusion.init_dit(config, seed=0)
   x = jax.random.normal(jax.random.key(1), (3, 2, 2, 4))
-  eps, _ = module.apply(variables, x, jnp.array([0, 500, 999]), jnp.array([0, 9, 10]))
+  eps, _ = jax.jit(module.apply)(variables, x, jnp.array([0, 500, 999]), jnp.array([0, 9, 10]))
   assert eps.shape == x.shape and float(jnp.max(jnp.abs(eps))) == 0.0
 
 
+# The tests below share one DiT trained on demand (~45 s idle, mostly compiling): slow set.
+# By default tests/e2e/test_fashion_mnist.py runs the kind end to end (trained on demand by
+# job=synthesize, then a cached student).
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_teacher_dir):
   """(config, loaded teacher): the DiT trained on demand by a student's load."""
@@ -70,6 +73,7 @@ def trained(tmp_path_factory, tiny_teacher_dir):
   return config, source, loaded
 
 
+@pytest.mark.slow
 def test_it_trains_once_resumably_and_says_what_it_is(trained):
   config, _, loaded = trained
   directory = config.teacher.diffusion_dir
@@ -86,6 +90,7 @@ def test_it_trains_once_resumably_and_says_what_it_is(trained):
       loaded.identity)
 
 
+@pytest.mark.slow
 def test_the_latent_is_standardised_and_the_plain_decoder_is_the_vaes(trained,
                                                                     tiny_teacher_dir):
   config, source, loaded = trained
@@ -102,6 +107,7 @@ def test_the_latent_is_standardised_and_the_plain_decoder_is_the_vaes(trained,
                              vae.functions.decode(vae.params, z_vae), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_x_prime_is_class_conditional_in_range_and_deterministic_in_the_key(trained):
   _, source, loaded = trained
   fns, params = loaded.functions, loaded.params
@@ -119,6 +125,7 @@ def test_x_prime_is_class_conditional_in_range_and_deterministic_in_the_key(trai
   assert prior.shape == images.shape and not np.allclose(prior, one)
 
 
+@pytest.mark.slow
 def test_a_dit_made_with_other_settings_or_damaged_is_refused(trained, tiny_teacher_dir,
                                                               tmp_path):
   config, source, _ = trained
