@@ -1,5 +1,6 @@
 """A teacher from three saved parts: round trip on the mesh, shapes, errors, gradients."""
 
+import functools
 import json
 import os
 import shutil
@@ -11,6 +12,8 @@ import pytest
 
 from tgt_jax import losses, models, sharding
 from tgt_jax.teachers import components as tc
+
+from conftest import FAST_COMPILE
 
 IMAGE_SHAPE = (24, 24, 3)     # the student's; the tiny generator makes 16×16
 CLASSES = 10
@@ -80,7 +83,7 @@ def test_functions_shapes_range_and_exploration_gradient(loaded, mesh):
     x = teacher.decode(params, z)
     return jnp.sum(losses.kl_divergence(teacher.label(params, x), student.apply(student_params, x)))
 
-  @jax.jit
+  @functools.partial(jax.jit, compiler_options=FAST_COMPILE)   # compiling is most of its time
   def run(params, student_params, x, noise):
     z = teacher.encode(params, x)                  # 24 px → 16 px → latent
     x_gen = teacher.decode(params, z + 3 * noise)  # latent → 16 px → 24 px
