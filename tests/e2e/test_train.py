@@ -48,9 +48,14 @@ def test_end_to_end_teacher_and_student_on_eight_devices(tmp_path):
 
 
 def test_relative_workdir_and_teacher_dir(tmp_path, monkeypatch):
-  """The README's command uses a relative workdir; orbax itself only takes absolute paths."""
+  """The README's command uses a relative workdir; orbax itself only takes absolute paths.
+
+  kd with an mlp student: the teacher directory is still trained from nothing (its labeler
+  part, saved like every part) and the student checkpointed, without the VAE and exploration
+  compiles a relative path has nothing to do with."""
   monkeypatch.chdir(tmp_path)
-  config = digits_config("runlocal", **{"teacher.dir": "rel_teacher", "num_train_steps": 3})
+  config = digits_config("runlocal", **{"teacher.dir": "rel_teacher", "num_train_steps": 3,
+                                        "method": "kd", "student.model": "mlp"})
   jobs.run(config, "rel/run")
   assert (tmp_path / "rel" / "run" / "results.json").exists()
   assert (tmp_path / "rel_teacher" / "teacher.json").exists()
