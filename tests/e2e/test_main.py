@@ -5,11 +5,16 @@ import os
 import subprocess
 import sys
 
+from conftest import FAST_COMPILE
+
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
+# The run's compiles are most of its time, and nothing here compares its numbers: FAST_COMPILE.
+XLA_FLAGS = " ".join(["--xla_force_host_platform_device_count=2",
+                      *(f"--{k}={str(v).lower()}" for k, v in FAST_COMPILE.items())])
 
 
 def _run(*args, cwd=ROOT):
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+  env = {**os.environ, "XLA_FLAGS": XLA_FLAGS}
   return subprocess.run([sys.executable, "-m", "tgt_jax.main", *args], cwd=cwd, env=env,
                         capture_output=True, text=True, timeout=600)
 

@@ -173,11 +173,12 @@ def test_a_second_start_is_refused_at_once_and_the_first_finishes_as_if_alone(
 @pytest.mark.parametrize("damage", ["truncate", "remove_state"])
 def test_corrupt_latest_checkpoint_falls_back_and_is_kept(tmp_path, tiny_teacher_dir, damage):
   workdir = str(tmp_path)
-  config = _config(tiny_teacher_dir, num_train_steps=100)
+  # Checkpoints every 2 steps: the fall-back is the same at step 4 as at 100, 240 steps sooner.
+  config = _config(tiny_teacher_dir, num_train_steps=4, checkpoint_every=2, log_every=2)
   jobs.run(config, workdir)
   ckpt_dir = os.path.join(workdir, "checkpoints")
-  assert sorted(os.listdir(ckpt_dir), key=int) == ["50", "100"]
-  latest = os.path.join(ckpt_dir, "100", "state")
+  assert sorted(os.listdir(ckpt_dir), key=int) == ["2", "4"]
+  latest = os.path.join(ckpt_dir, "4", "state")
   if damage == "truncate":
     for dirpath, _, files in os.walk(latest):
       for name in files:
@@ -185,14 +186,14 @@ def test_corrupt_latest_checkpoint_falls_back_and_is_kept(tmp_path, tiny_teacher
           f.truncate(max(0, os.path.getsize(os.path.join(dirpath, name)) // 3))
   else:
     shutil.rmtree(latest)
-  config.num_train_steps = 150
+  config.num_train_steps = 6
   results = jobs.run(config, workdir)
-  assert results["checkpoint_step"] == 150
-  assert sorted(os.listdir(ckpt_dir), key=int) == ["50", "100", "150"]   # 100 redone from 50
-  assert os.listdir(ckpt_dir + ".quarantine") == ["100"]                  # the bad one is kept
+  assert results["checkpoint_step"] == 6
+  assert sorted(os.listdir(ckpt_dir), key=int) == ["2", "4", "6"]      # 4 redone from 2
+  assert os.listdir(ckpt_dir + ".quarantine") == ["4"]                  # the bad one is kept
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     steps = [json.loads(l)["step"] for l in f if "train/ce" in l]
-  assert steps == [50, 100, 100, 150]       # resumed from 50, not from 0 and not from 100
+  assert steps == [2, 4, 4, 6]              # resumed from 2, not from 0 and not from 4
 
 
 def test_non_finite_loss_stops_with_message_and_keeps_checkpoints(tmp_path, tiny_teacher_dir):
