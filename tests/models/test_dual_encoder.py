@@ -12,6 +12,8 @@ from tgt_jax.data import subwords
 from tgt_jax.evaluation import retrieval
 from tgt_jax.models import dual_encoder
 
+from conftest import FAST_COMPILE
+
 QUERY_VOCAB, DOC_VOCAB = 50, 40
 LIGHT = sorted(set(dual_encoder.DUAL_ENCODERS) - {"dual_hybrid"})   # dual_hybrid: 2^20 n-grams
 WORDS = ("<pad>", "<unk>", "<mask>", ",") + tuple(
@@ -38,13 +40,15 @@ def model_of(name, query_vocab=QUERY_VOCAB, doc_vocab=DOC_VOCAB):
 
 
 def init(model, *args):
-  """model.init as one compiled call (op by op, each initializer compiles on its own)."""
-  return jax.jit(model.init)(*args)
+  """model.init as one compiled call (op by op, each initializer compiles on its own), with
+  FAST_COMPILE: compiling is most of this file's time."""
+  return jax.jit(model.init, compiler_options=FAST_COMPILE)(*args)
 
 
 def apply(model, params, *args, method=None):
   """model.apply (or one of its methods) as one compiled call."""
-  return jax.jit(functools.partial(model.apply, method=method))(params, *args)
+  return jax.jit(functools.partial(model.apply, method=method),
+                 compiler_options=FAST_COMPILE)(params, *args)
 
 
 def _tokens(seed, vocab, batch=4, length=8):
@@ -164,9 +168,9 @@ def test_lexical_weight_is_learned_and_subwords_reach_unseen_words():
   q, d = _tokens(0, QUERY_VOCAB), _tokens(1, model.doc_vocab, length=6)
   params = init(model, jax.random.key(0), q, d)
   assert float(params["params"]["lexical_weight"]) == 1.0
-  grad = jax.jit(jax.grad(lambda p: jnp.sum(apply(model, p, q, method="embed_queries")
-                                            @ apply(model, p, d, method="embed_documents").T)))(
-                                                params)
+  grad = jax.jit(jax.grad(lambda p: jnp.sum(model.apply(p, q, method="embed_queries")   # one
+                                            @ model.apply(p, d, method="embed_documents").T)),
+                 compiler_options=FAST_COMPILE)(params)   # program: options only at the top
   assert float(grad["params"]["lexical_weight"]) != 0.0
   # A document word the query tower never reads still moves with its n-grams' vectors.
   ngrams = params["params"]["subword"]["ngram_embedding"]

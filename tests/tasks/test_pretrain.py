@@ -7,6 +7,8 @@ import numpy as np
 from tgt_jax import models
 from tgt_jax.tasks import pretrain
 
+from conftest import FAST_COMPILE
+
 
 def test_masking_replaces_only_real_tokens_at_the_rate():
   lengths = jnp.array([20, 3, 1, 32])
@@ -24,11 +26,14 @@ def test_masking_replaces_only_real_tokens_at_the_rate():
 def test_masked_token_loss_is_finite_and_learnable():
   student = models.classifier("text_tiny", 5, vocab_size=30)
   tokens = jax.random.randint(jax.random.key(1), (8, 10), 3, 30).astype(jnp.int32)
-  params = student.init(jax.random.key(2), tokens)
+  # Compiled calls (op by op, each op compiles on its own), with FAST_COMPILE: compiling is
+  # most of this file's time.
+  params = jax.jit(student.init, compiler_options=FAST_COMPILE)(jax.random.key(2), tokens)
   loss_fn = pretrain.masked_token_loss(student, 0.3)
-  loss, aux = jax.jit(loss_fn, static_argnums=3)(params, {"image": tokens}, jax.random.key(3), 0)
-  grads = jax.jit(jax.grad(lambda p: loss_fn(p, {"image": tokens}, jax.random.key(3), 0)[0]))(
-      params)
+  loss, aux = jax.jit(loss_fn, static_argnums=3, compiler_options=FAST_COMPILE)(
+      params, {"image": tokens}, jax.random.key(3), 0)
+  grads = jax.jit(jax.grad(lambda p: loss_fn(p, {"image": tokens}, jax.random.key(3), 0)[0]),
+                  compiler_options=FAST_COMPILE)(params)
   assert np.isfinite(float(loss)) and 0.0 <= float(aux["masked_accuracy"]) <= 1.0
   assert float(jnp.abs(grads["params"]["mlm_bias"]).sum()) > 0
 
@@ -39,10 +44,13 @@ def test_masked_token_loss_runs_sharded_on_the_mesh():
   mesh = sharding.make_mesh()
   student = models.classifier("text_tiny", 5, vocab_size=30)
   tokens = np.asarray(jax.random.randint(jax.random.key(1), (16, 10), 3, 30), np.int32)
-  params = student.init(jax.random.key(2), jnp.asarray(tokens))
+  params = jax.jit(student.init, compiler_options=FAST_COMPILE)(jax.random.key(2),
+                                                                jnp.asarray(tokens))
   loss_fn = pretrain.masked_token_loss(student, 0.3)
   fn = jax.jit(lambda p, t: loss_fn(p, {"image": t}, jax.random.key(3), 0)[0],
-               in_shardings=(sharding.replicated(mesh), sharding.batch_sharded(mesh)))
+               in_shardings=(sharding.replicated(mesh), sharding.batch_sharded(mesh)),
+               compiler_options=FAST_COMPILE)
   sharded = fn(sharding.replicate(mesh, params), sharding.to_global(mesh, tokens))
-  unsharded = loss_fn(params, {"image": jnp.asarray(tokens)}, jax.random.key(3), 0)[0]
+  unsharded = jax.jit(lambda p, t: loss_fn(p, {"image": t}, jax.random.key(3), 0)[0],
+                      compiler_options=FAST_COMPILE)(params, jnp.asarray(tokens))  # one device
   np.testing.assert_allclose(sharded, unsharded, rtol=1e-5)
