@@ -12,6 +12,8 @@ from tgt_jax import models, tgt
 from tgt_jax.models import autoencoder_kl
 from tgt_jax.teachers import pretrained
 
+from conftest import FAST_COMPILE
+
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "pretrained")
 VAE = os.path.join(FIXTURES, "autoencoder_kl")
 BIT = os.path.join(FIXTURES, "bit", "tiny_bit.npz")
@@ -63,7 +65,8 @@ def test_timm_labeler_and_a_tgt_gradient_step_through_the_published_parts(images
   student = models.classifier("mlp", 10)
   student_params = jax.jit(student.init)(jax.random.key(1), images)
   cfg = tgt.TGTConfig(method="tgt_gradient", eta=0.5, steps=1)
-  synthesize = jax.jit(tgt.synthesize, static_argnums=(1, 2, 4))
+  synthesize = jax.jit(tgt.synthesize, static_argnums=(1, 2, 4),   # compiling: most of its time
+                       compiler_options=FAST_COMPILE)
   x_syn = np.asarray(synthesize(jax.random.key(2), cfg, fns, params, student.apply,
                                 student_params, images))
   assert x_syn.shape == images.shape and np.all(np.isfinite(x_syn))
