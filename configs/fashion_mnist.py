@@ -16,6 +16,13 @@ Commands (2 CPU cores):
       teacher into WORKDIR/teacher first if it is missing
   python -m tgt_jax.main --config=configs/fashion_mnist.py:job=teacher_report --workdir=WORKDIR2 \
       --config.teacher.dir=WORKDIR/teacher
+:teacher=diffusion (teacher.kind='latent_diffusion', teachers/latent_diffusion.py): the same VAE
+and labeler, with a class-conditional DiT trained here in the VAE's 32-d latent as G:
+  python -m tgt_jax.main --config=configs/fashion_mnist.py:teacher=diffusion,job=diffusion \
+      --workdir=WORKDIR2 --config.teacher.dir=WORKDIR/teacher      # → WORKDIR2/diffusion
+  python -m tgt_jax.main --config=configs/fashion_mnist.py:teacher=diffusion,method=tgt_prior,job=synthesize \
+      --workdir=WORKDIR3 --config.teacher.dir=WORKDIR/teacher --config.teacher.diffusion_dir=WORKDIR2/diffusion
+  then the student with the same flags, job=student and --config.tgt_cache.dir=WORKDIR3/synthetic.
 Variants: :runlocal (a few steps: the smoke test, tests/e2e/test_fashion_mnist.py);
   :method=ce|kd|kd_mixup|tgt_random|tgt_prior|tgt_gradient|tgt_gradient_input;
   --config.data.augment=none|shift|flip_shift; --config.data.labels_per_class=25;
