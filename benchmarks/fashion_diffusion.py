@@ -16,7 +16,8 @@ online arms of benchmarks/fashion_mnist.py chose: flip_shift). Cells: 10 labels 
 (k10) and the long tail ρ = 100 (lt100); 3 seeds (each seed its own subset and cache).
 Reported: balanced test accuracy (and head/medium/tail on lt100), the synthesis seconds
 per cache and per sample, XLA's FLOPs of one DiT pass, and sample grids of both teachers.
-Runs are logged in OUT/runs.jsonl, so a rerun resumes.
+--teachers=vae,diffusion,diffusion_g1 adds the DiT sampled without guidance (g = 1). Runs are
+logged in OUT/runs.jsonl, so a rerun resumes (and adds arms without redoing the others).
 """
 
 import argparse
@@ -38,6 +39,10 @@ from tgt_jax import jobs
 from tgt_jax.teachers import latent_diffusion
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# name → (configs/fashion_mnist.py teacher, overrides). diffusion_g1: the DiT without guidance
+# (more diverse samples, less class-typical), an optional arm (--teachers).
+TEACHER_ARMS = {"vae": ("vae", {}), "diffusion": ("diffusion", {}),
+                "diffusion_g1": ("diffusion", {"teacher.guidance": 1.0})}
 TEACHERS = ("vae", "diffusion")
 METHODS = ("tgt_random", "tgt_prior")
 BENCH_CELLS = ("k10", "lt100")
@@ -56,8 +61,12 @@ def parse_args(argv=None):
   p.add_argument("--samples", type=int, default=16, help="N: x' per labelled example")
   p.add_argument("--ddim_steps", type=int, default=25)
   p.add_argument("--cells", default=",".join(BENCH_CELLS))
+  p.add_argument("--teachers", default=",".join(TEACHERS), help=f"of {list(TEACHER_ARMS)}")
   p.add_argument("--smoke", action="store_true")
   args = p.parse_args(argv)
+  args.teachers = tuple(t for t in args.teachers.split(",") if t)
+  if any(t not in TEACHER_ARMS for t in args.teachers):
+    p.error(f"--teachers: choose from {list(TEACHER_ARMS)}, got {list(args.teachers)}.")
   if args.smoke:
     args.seeds, args.steps, args.samples, args.cells = 1, 3, 2, "k10"
   args.cells = tuple(c for c in args.cells.split(",") if c)
@@ -69,11 +78,13 @@ def parse_args(argv=None):
   return args
 
 
-def config_of(args, teacher, method, seed, cell, **overrides):
+def config_of(args, name, method, seed, cell, **overrides):
+  teacher, extra = TEACHER_ARMS[name]
   arg = ",".join(filter(None, ["runlocal" if args.smoke else "", f"teacher={teacher}",
                                f"method={method}"]))
-  extra = {"teacher.diffusion_dir": args.diffusion_dir,
-           "teacher.ddim_steps": args.ddim_steps} if teacher == "diffusion" else {}
+  if teacher == "diffusion":
+    extra = {"teacher.diffusion_dir": args.diffusion_dir, "teacher.ddim_steps": args.ddim_steps,
+             **extra}
   return fashion_config(arg, **{
       "seed": seed, "teacher.dir": args.teacher_dir, "data.data_dir": args.data_dir,
       "num_train_steps": args.steps, "batch_size": args.batch_size, "data.augment": AUGMENT,
@@ -115,7 +126,8 @@ def report(args, header, rows):
       ["lt100 head", "lt100 medium", "lt100 tail"] if "lt100" in args.cells else []) + [
           f"synthesis ms/x' ({c})" for c in args.cells]
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-  for teacher in TEACHERS:
+  present = [t for t in TEACHER_ARMS if any(r["arm"].startswith(f"{t}/") for r in students)]
+  for teacher in present:
     for method in METHODS:
       arm = f"{teacher}/{method}"
       cells = [se_report._fmt(summary.get((arm, c))) for c in args.cells]
@@ -125,18 +137,19 @@ def report(args, header, rows):
             if (f"synthesize/{arm}", c) in cost else "—" for c in args.cells]
       lines.append("| " + " | ".join([teacher, f"`{method}`", *cells, *groups, *ms]) + " |")
   diffs = []
-  for method in METHODS:
-    for cell in args.cells:
-      a, b = summary.get((f"diffusion/{method}", cell)), summary.get((f"vae/{method}", cell))
-      if a and b:
+  for name in (t for t in present if t != "vae"):
+    for method in METHODS:
+      for cell in args.cells:
         by_seed = {(r["arm"], r["seed"]): r["test"]["balanced_accuracy"] for r in students
                    if r["cell"] == cell}
-        paired = [100 * (by_seed[(f"diffusion/{method}", s)] - by_seed[(f"vae/{method}", s)])
-                  for s in args.seed_list if (f"diffusion/{method}", s) in by_seed
+        paired = [100 * (by_seed[(f"{name}/{method}", s)] - by_seed[(f"vae/{method}", s)])
+                  for s in args.seed_list if (f"{name}/{method}", s) in by_seed
                   and (f"vae/{method}", s) in by_seed]
-        mean, std = seeds.mean_std(paired)
-        diffs.append(f"diffusion − VAE, `{method}` {cell}: {mean:+.1f} ± {std:.1f} points "
-                     f"(paired over {len(paired)} seeds)")
+        if paired:
+          mean, std = seeds.mean_std(paired)
+          label = "diffusion" if name == "diffusion" else name
+          diffs.append(f"{label} − VAE, `{method}` {cell}: {mean:+.1f} ± {std:.1f} points "
+                       f"(paired over {len(paired)} seeds)")
   text = "\n".join([*se_report.header_lines(header), "",
                     f"N = {args.samples} x' per labelled example; DiT sampling: "
                     f"{args.ddim_steps} DDIM steps; one DiT pass: {header['dit_gflops']:.4f} "
@@ -161,7 +174,7 @@ def main(argv=None):
   rows = []
   for seed in args.seed_list:
     for cell in args.cells:
-      for teacher in TEACHERS:
+      for teacher in args.teachers:
         for method in METHODS:
           rows += run_cell(args, log, teacher, method, cell, seed)
   meta = json.loads(open(os.path.join(args.diffusion_dir, latent_diffusion.META_FILE)).read())
