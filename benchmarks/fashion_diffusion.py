@@ -35,7 +35,8 @@ import numpy as np
 from benchmarks import dit_flops, se_report, seeds
 from benchmarks.fashion_mnist import CELLS, fashion_config
 from benchmarks.sample_efficiency import RunLog, run_header
-from tgt_jax import jobs
+from tgt_jax import jobs, metrics
+from tgt_jax.data import synthetic_cache
 from tgt_jax.teachers import latent_diffusion
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -115,6 +116,50 @@ def run_cell(args, log, teacher, method, cell, seed):
   return [log.get(f"synthesize/{arm}", "none", cell, seed), log.get(arm, AUGMENT, cell, seed)]
 
 
+def cache_stats(cache):
+  """What the teacher says on a cache's x': mean entropy of softmax(T(x')) (nats), mean top
+  probability, and the rarest class's share of T's argmax (0.1 = balanced over 10)."""
+  reader = synthetic_cache.Reader(cache, check=False)
+  examples = np.repeat(np.arange(reader.num_examples), reader.samples)
+  samples = np.tile(np.arange(reader.samples), reader.num_examples)
+  logits = reader.read(examples, samples)["synthetic_teacher_logits"].astype(np.float64)
+  reader.close()
+  logits -= logits.max(-1, keepdims=True)
+  probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+  entropy = -(probs * np.log(np.maximum(probs, 1e-30))).sum(-1)
+  shares = np.bincount(probs.argmax(-1), minlength=probs.shape[-1]) / len(probs)
+  return {"entropy_nats": float(entropy.mean()), "top_probability": float(probs.max(-1).mean()),
+          "rarest_class_share": float(shares.min())}
+
+
+def sample_grid(args, path, per_row=12):
+  """x' of every arm's seed-0 k10 cache (the first `per_row` examples, sample 0), a row each."""
+  rows, names = [], []
+  for name in args.teachers:
+    for method in METHODS:
+      cache = os.path.join(args.out, "runs", f"{name}_{method}_k10_seed0", "synthetic")
+      if os.path.exists(os.path.join(cache, "manifest.json")):
+        reader = synthetic_cache.Reader(cache, check=False)
+        n = min(per_row, reader.num_examples)
+        rows.append(reader.read(np.arange(n), np.zeros(n, np.int64))["synthetic_image"])
+        reader.close()
+        names.append(f"{name}/{method}")
+  if rows:
+    import matplotlib  # pylint: disable=g-import-not-at-top
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+    pixels = metrics.MetricWriter.pixels(metrics.image_grid(rows))
+    fig, ax = plt.subplots(figsize=(8, 0.75 * len(rows) + 0.4))
+    ax.imshow(pixels.squeeze(-1), cmap="gray", vmin=0, vmax=255)
+    step = pixels.shape[0] / len(rows)
+    ax.set_yticks([step * (i + 0.5) for i in range(len(rows))], names, fontsize=8)
+    ax.set_xticks([])
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+  return names
+
+
 def report(args, header, rows):
   """table.md, results.csv and results.json in OUT; returns the printed text."""
   students = [r for r in rows if not r["arm"].startswith("synthesize/")]
@@ -150,12 +195,33 @@ def report(args, header, rows):
           label = "diffusion" if name == "diffusion" else name
           diffs.append(f"{label} − VAE, `{method}` {cell}: {mean:+.1f} ± {std:.1f} points "
                        f"(paired over {len(paired)} seeds)")
+  stats = {}
+  for name in present:
+    for method in METHODS:
+      for cell in args.cells:
+        caches = [os.path.join(args.out, "runs", f"{name}_{method}_{cell}_seed{s}", "synthetic")
+                  for s in args.seed_list]
+        found = [cache_stats(c) for c in caches if os.path.exists(os.path.join(c,
+                                                                               "manifest.json"))]
+        if found:
+          stats[(name, method, cell)] = {k: float(np.mean([f[k] for f in found]))
+                                         for k in found[0]}
+  stat_lines = ["| teacher | method | cell | T's entropy on x' (nats) | T's top probability | "
+                "rarest class's share of T's argmax |", "|---|---|---|---|---|---|"]
+  stat_lines += [f"| {n} | `{m}` | {c} | {v['entropy_nats']:.3f} | {v['top_probability']:.3f} | "
+                 f"{v['rarest_class_share']:.3f} |" for (n, m, c), v in stats.items()]
+  grid = sample_grid(args, os.path.join(args.out, "cache_samples.png"))
   text = "\n".join([*se_report.header_lines(header), "",
                     f"N = {args.samples} x' per labelled example; DiT sampling: "
                     f"{args.ddim_steps} DDIM steps; one DiT pass: {header['dit_gflops']:.4f} "
                     "GFLOPs (XLA, per sample)", "",
                     "Balanced test accuracy (%), mean ± std over seeds, students from the cache:",
-                    "", *lines, "", *diffs])
+                    "", *lines, "", *diffs, "",
+                    "What the labeler says on the cached x' (mean over seeds' caches):", "",
+                    *stat_lines, "",
+                    f"cache_samples.png: x' of the seed-0 k10 caches, a row each: {grid}"])
+  header["cache_stats"] = [{"teacher": n, "method": m, "cell": c, **v}
+                           for (n, m, c), v in stats.items()]
   os.makedirs(args.out, exist_ok=True)
   se_report.write_csv(os.path.join(args.out, "results.csv"), summary)
   se_report.write_text_and_json(args.out, text, header, {"all": AUGMENT}, summary,
