@@ -213,8 +213,8 @@ def report(args, header, rows):
   grid = sample_grid(args, os.path.join(args.out, "cache_samples.png"))
   text = "\n".join([*se_report.header_lines(header), "",
                     f"N = {args.samples} x' per labelled example; DiT sampling: "
-                    f"{args.ddim_steps} DDIM steps; one DiT pass: {header['dit_gflops']:.4f} "
-                    "GFLOPs (XLA, per sample)", "",
+                    f"{args.ddim_steps} DDIM steps (× 2 passes with guidance); one DiT pass: "
+                    f"{1000 * header['dit_gflops']:.1f} MFLOPs per sample (XLA's count)", "",
                     "Balanced test accuracy (%), mean ± std over seeds, students from the cache:",
                     "", *lines, "", *diffs, "",
                     "What the labeler says on the cached x' (mean over seeds' caches):", "",

@@ -36,7 +36,7 @@ def test_report_pairs_seeds_and_gives_the_cost_per_sample(tmp_path):
                 ("diffusion", "tgt_prior", 0): 75.0, ("diffusion", "tgt_prior", 1): 75.0}
   header = {"command": "c", "device": "cpu", "cpu_count": 2, "jax": "x", "steps": 3,
             "batch_size": 64, "seeds": [0, 1], "wall_time_sec": 60.0, "runs_trained_now": 16,
-            "runs_from_cache": 0, "run_seconds_total": 0.0, "dit_gflops": 0.01}
+            "runs_from_cache": 0, "run_seconds_total": 0.0, "dit_gflops": 0.0413}
   text = fashion_diffusion.report(args, header, _rows(accuracies))
   assert "| diffusion | `tgt_random` | 84.5 ± 2.1 | 20.00 |" in text
   assert "| vae | `tgt_prior` | 70.0 ± 0.0 | 2.00 |" in text
