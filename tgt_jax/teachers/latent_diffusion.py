@@ -228,32 +228,30 @@ def train(config, workdir, source, mesh, trained):
       log_every=t.get("log_every", 500), run_dir=str(run_dir), evaluate=evaluate,
       eval_every=d.get("eval_every", 0))
   full = sharding.replicate(mesh, {**host, "diffusion": jax.device_get(params)})
-  per_class = d.get("report_per_class", 100)
-  predict = jax.jit(lambda p: (lambda images, classes: (
-      jnp.argmax(functions.label(p, images), -1), classes))(*sample_per_class(
+  per_class = max(d.get("report_per_class", 100), SAMPLES_PER_CLASS)
+  sample = jax.jit(lambda p: (lambda images, classes: (
+      images, jnp.argmax(functions.label(p, images), -1), classes))(*sample_per_class(
           functions, p, source.num_classes, per_class, jax.random.key(1))))
-  predicted, classes = jax.device_get(predict(full))
+  images, predicted, classes = jax.device_get(sample(full))
   report = {"labeler_accuracy_on_samples": evaluation.balanced_accuracy(
       predicted, np.asarray(classes), source.num_classes)}
   meta = {"dit": dataclasses.asdict(module.config), "schedule": dataclasses.asdict(schedule),
           "latent_mean": mean.tolist(), "latent_std": std.tolist(), "identity": identity,
           "report": report}
   artifacts.save_params_then_json(directory, jax.device_get(params), META_FILE, meta)
-  _write_grid(run_dir, functions, full, source, d.steps)
+  _write_grid(run_dir, images, source, per_class, d.steps)
   logging.info("Diffusion model in %s: %s", directory, report)
   return meta
 
 
-def _write_grid(run_dir, functions, params, source, step):
+def _write_grid(run_dir, images, source, per_class, step):
   """samples_per_class_<step>.png (and TensorBoard) in the DiT's run directory: a row per
-  class of prior samples, a grid a person can judge."""
+  class, the first SAMPLES_PER_CLASS of the report's prior samples: a grid a person can judge."""
   if jax.process_index():
     return
-  images, _ = jax.jit(lambda p: sample_per_class(functions, p, source.num_classes,
-                                                 SAMPLES_PER_CLASS, jax.random.key(2)))(params)
   low, high = source.pixel_range
-  rows = (np.asarray(jax.device_get(images)) - low) / (high - low)
-  rows = rows.reshape(source.num_classes, SAMPLES_PER_CLASS, *rows.shape[1:])
+  rows = (np.asarray(images) - low) / (high - low)
+  rows = rows.reshape(source.num_classes, per_class, *rows.shape[1:])[:, :SAMPLES_PER_CLASS]
   writer = metrics.MetricWriter(run_dir)
   writer.image(step, "samples_per_class", metrics.image_grid(list(rows)))
   writer.close()
