@@ -126,9 +126,13 @@ def test_x_prime_is_class_conditional_in_range_and_deterministic_in_the_key(trai
 
 
 @pytest.mark.slow
-def test_a_dit_made_with_other_settings_or_damaged_is_refused(trained, tiny_teacher_dir,
+def test_a_dit_serves_every_student_seed_and_other_settings_or_damage_are_refused(trained, tiny_teacher_dir,
                                                               tmp_path):
   config, source, _ = trained
+  student_seed = _config(tiny_teacher_dir, config.teacher.diffusion_dir)
+  student_seed.seed = 1        # a student's seed is not the teacher's: the same DiT serves it
+  kinds.kind_of(student_seed).load(student_seed, "unused", source, None, ("generator", "labeler"),
+                                   False)
   other = _config(tiny_teacher_dir, config.teacher.diffusion_dir, class_dropout=0.2)
   with pytest.raises(artifacts.ArtifactMismatch, match=r"teacher.diffusion.class_dropout"):
     kinds.kind_of(other).load(other, "unused", source, None, ("generator", "labeler"), False)

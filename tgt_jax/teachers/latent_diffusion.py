@@ -205,9 +205,9 @@ def train(config, workdir, source, mesh, trained):
   t, d = config.teacher, config.teacher.diffusion
   directory = diffusion_dir(config, workdir)
   identity = wanted_identity(config, source, trained)
-  module, variables = init_dit(dit_config(t, source.num_classes), int(t.seed) + config.seed)
+  module, variables = init_dit(dit_config(t, source.num_classes), int(t.seed))
   schedule = schedule_of(t)
-  seed = int(t.seed) + config.seed
+  seed = int(t.seed)
   stream = training.teacher_stream(source, d.batch_size, seed)
   host = jax.device_get(trained.params)
   mean, std = latent_statistics(trained.functions.encode, host, stream(0), d.stats_batches)
@@ -263,7 +263,7 @@ def _write_grid(run_dir, images, source, per_class, step):
 def wanted_identity(config, source, trained):
   d = config.teacher.diffusion
   return {**{f"teacher.diffusion.{k}": d.get(k) for k in DIFFUSION_KEYS},
-          "teacher.seed": int(config.teacher.seed) + int(config.seed),
+          "teacher.seed": int(config.teacher.seed),   # never the student's seed: one DiT serves all
           "vae_fingerprint": trained.identity["teacher_params.generator"],
           **training.data_identity(source)}
 
