@@ -23,6 +23,11 @@ and labeler, with a class-conditional DiT trained here in the VAE's 32-d latent 
   python -m tgt_jax.main --config=configs/fashion_mnist.py:teacher=diffusion,method=tgt_prior,job=synthesize \
       --workdir=WORKDIR3 --config.teacher.dir=WORKDIR/teacher --config.teacher.diffusion_dir=WORKDIR2/diffusion
   then the student with the same flags, job=student and --config.tgt_cache.dir=WORKDIR3/synthetic.
+  Measured (2 CPU cores, shared): the DiT's job=diffusion (5,000 steps × 256) 54 min 35 s; the
+  labeler's accuracy on its class-conditional samples 97.1%. python -m benchmarks.fashion_diffusion
+  (3 seeds, N = 16, 10 DDIM steps, 400 student steps): diffusion − VAE teacher, cached
+  tgt_random −2.6 (k10) / −2.0 (long tail), tgt_prior −1.9 / +0.1 points; unguided tgt_prior
+  +0.2 at k10 (README "A diffusion teacher for Fashion-MNIST").
 Variants: :runlocal (a few steps: the smoke test, tests/e2e/test_fashion_mnist.py);
   :method=ce|kd|kd_mixup|tgt_random|tgt_prior|tgt_gradient|tgt_gradient_input;
   --config.data.augment=none|shift|flip_shift; --config.data.labels_per_class=25;
