@@ -211,7 +211,6 @@ def train(config, workdir, source, mesh, trained):
   stream = training.teacher_stream(source, d.batch_size, seed)
   host = jax.device_get(trained.params)
   mean, std = latent_statistics(trained.functions.encode, host, stream(0), d.stats_batches)
-  encode = _standardise(trained.functions.encode, mean, std)
   functions = teacher_functions(trained.functions, module, schedule, mean, std, t,
                                 source.image_shape)
   run_dir = epath.Path(directory) / "training" / "diffusion"
@@ -221,7 +220,7 @@ def train(config, workdir, source, mesh, trained):
   evaluate = _sample_accuracy(functions, lambda p: {**host, "diffusion": p}, source.num_classes,
                               SAMPLES_PER_CLASS)
   params = training.fit(
-      noise_prediction_loss(module, encode, host, schedule, d.class_dropout,
+      noise_prediction_loss(module, functions.encode, host, schedule, d.class_dropout,
                             module.config.null_class),
       variables, stream, steps=d.steps, batch_size=d.batch_size,
       learning_rate=d.learning_rate, seed=seed, mesh=mesh, name="diffusion",
